@@ -1,0 +1,15 @@
+//! tolk's inference engines and audio utilities.
+//!
+//! Layout:
+//! - [`asr`]: the `Recognizer` trait and its options; [`whisper`]: whisper.cpp behind it.
+//! - [`wav`], [`resample`], [`audio`]: reading any WAV into 16 kHz mono.
+//! - [`registry`]: what is installed in the models directory and what it offers.
+//!
+//! Engines are synchronous and CPU-bound: callers run them on dedicated threads.
+
+pub mod asr;
+pub mod audio;
+pub mod registry;
+pub mod resample;
+pub mod wav;
+pub mod whisper;

@@ -1,0 +1,147 @@
+//! The command line.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use tolk_protocol::transcript::Task;
+
+use crate::commands;
+use crate::server;
+
+#[derive(Debug, Parser)]
+#[command(name = "tolk", version, about = "Real-time speech translation server")]
+pub struct Cli {
+    /// Debug logging (also shows whisper.cpp's own log).
+    #[arg(short, long, global = true)]
+    pub verbose: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server.
+    Serve(server::ServeArgs),
+    /// Transcribe (or translate to English) a WAV file.
+    Transcribe(TranscribeArgs),
+    /// List installed models and the languages each offers.
+    Models(ModelsArgs),
+    /// Measure the real-time factor of file transcription.
+    Bench(BenchArgs),
+}
+
+/// Options shared by every command that loads models.
+#[derive(Debug, Clone, Args)]
+pub struct ModelsDirArg {
+    /// Directory models are installed in (by models/fetch).
+    #[arg(
+        long,
+        env = "TOLK_MODELS_DIR",
+        default_value = "models/cache",
+        global = true
+    )]
+    pub models_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TaskArg {
+    Transcribe,
+    Translate,
+}
+
+impl From<TaskArg> for Task {
+    fn from(t: TaskArg) -> Self {
+        match t {
+            TaskArg::Transcribe => Task::Transcribe,
+            TaskArg::Translate => Task::Translate,
+        }
+    }
+}
+
+/// Options for loading and running a Whisper model.
+#[derive(Debug, Clone, Args)]
+pub struct WhisperArgs {
+    /// Whisper model: an installed name (base, tiny.en, base-q5_0, …) or a path to a ggml file.
+    #[arg(long, short, default_value = "base")]
+    pub model: String,
+    /// Spoken language (ISO 639-1), or `auto` to detect it.
+    #[arg(long, short, default_value = "auto")]
+    pub language: String,
+    /// CPU threads for inference (default: all cores).
+    #[arg(long, env = "TOLK_ASR_THREADS")]
+    pub threads: Option<usize>,
+    /// Encoder context in 20 ms frames: 0 = the model's 30 s; default: 768 (15.36 s) for
+    /// clips up to 15 s, which nearly halves the time for short clips.
+    #[arg(long)]
+    pub audio_ctx: Option<i32>,
+}
+
+#[derive(Debug, Args)]
+pub struct TranscribeArgs {
+    /// WAV file: PCM 8/16/24/32-bit or float, any sample rate, mono or stereo.
+    pub file: PathBuf,
+    #[command(flatten)]
+    pub whisper: WhisperArgs,
+    /// `translate` gives English text whatever the spoken language.
+    #[arg(long, value_enum, default_value = "transcribe")]
+    pub task: TaskArg,
+    /// Print JSON: language, segments with start/end ms, words with timestamps and probabilities.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub dir: ModelsDirArg,
+}
+
+#[derive(Debug, Args)]
+pub struct ModelsArgs {
+    /// Print JSON (the body of GET /api/v1/models).
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub dir: ModelsDirArg,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Models to measure, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "base,tiny.en")]
+    pub models: Vec<String>,
+    /// Audio to transcribe (default: the JFK clip installed by models/fetch).
+    #[arg(long)]
+    pub audio: Option<PathBuf>,
+    /// Spoken language given to the model (`auto` adds language detection to the time).
+    #[arg(long, default_value = "en")]
+    pub language: String,
+    /// CPU threads for inference.
+    #[arg(long, default_value_t = 2)]
+    pub threads: usize,
+    /// Timed runs per model, after one warm-up run.
+    #[arg(long, default_value_t = 5)]
+    pub runs: usize,
+    /// Encoder context (see `tolk transcribe --help`).
+    #[arg(long)]
+    pub audio_ctx: Option<i32>,
+    /// Print one JSON object per model instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub dir: ModelsDirArg,
+}
+
+/// Run a parsed command line; errors are printed on one line.
+pub fn run(cli: Cli) -> ExitCode {
+    let result = match cli.command {
+        Command::Serve(args) => server::run(args),
+        Command::Transcribe(args) => commands::transcribe::run(args),
+        Command::Models(args) => commands::models::run(args),
+        Command::Bench(args) => commands::bench::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tolk: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}

@@ -1,0 +1,15 @@
+//! tolk: real-time speech translation server.
+//!
+//! Layout:
+//! - [`cli`]: the `tolk` command line and its subcommands.
+//! - [`commands`]: one module per subcommand (`transcribe`, `models`, `bench`).
+//! - [`server`]: the HTTP server (`tolk serve`) and its routes.
+//! - [`telemetry`]: logging set-up.
+//!
+//! Engines live in `tolk-models`, the actor graph in `tolk-actors`, wire types in
+//! `tolk-protocol`.
+
+pub mod cli;
+pub mod commands;
+pub mod server;
+pub mod telemetry;
