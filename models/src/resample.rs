@@ -116,7 +116,7 @@ mod tests {
     fn length_follows_the_ratio() {
         assert_eq!(resample(&vec![0.0; 44_100], 44_100, 16_000).len(), 16_000);
         assert_eq!(resample(&vec![0.0; 8_000], 8_000, 16_000).len(), 16_000);
-        assert_eq!(resample(&vec![0.0; 3], 48_000, 16_000).len(), 1);
+        assert_eq!(resample(&[0.0; 3], 48_000, 16_000).len(), 1);
         assert_eq!(resample(&[], 48_000, 16_000).len(), 0);
     }
 

@@ -1,0 +1,43 @@
+# tolk: the two commands a newcomer needs are `make run` and `make test`.
+# Both install what is missing (Debian packages, models) first; both use one release build.
+
+SHELL := /bin/bash
+export PATH := $(HOME)/.cargo/bin:$(PATH)
+TOLK_MODELS_DIR ?= $(CURDIR)/models/cache
+export TOLK_MODELS_DIR
+CARGO ?= cargo
+BIND ?= 127.0.0.1:8080
+
+.PHONY: run test setup build test-rust test-python bench fmt lint
+
+## Install everything, build, and serve on $(BIND).
+run: setup build
+	./target/release/tolk serve --bind $(BIND)
+
+## Install everything, build, and run every test.
+test: setup build test-rust test-python
+	@echo "make test: all test suites passed"
+
+## Debian packages, the converter's numpy, and all models (idempotent).
+setup:
+	models/fetch
+
+build:
+	$(CARGO) build --release --workspace
+
+test-rust:
+	$(CARGO) test --release --workspace
+
+test-python:
+	$(TOLK_MODELS_DIR)/.venv/bin/python -m unittest discover -s models/tests -v
+
+## Real-time factor of file transcription (figures in BENCHMARKS.md).
+bench: setup build
+	./target/release/tolk bench --models base,base-q8_0,base-q4_0,tiny.en,tiny.en-q8_0 --threads 2 --runs 5
+
+fmt:
+	$(CARGO) fmt --all
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --release --workspace --all-targets -- -D warnings
