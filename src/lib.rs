@@ -4,6 +4,7 @@
 //! - [`cli`]: the `tolk` command line and its subcommands.
 //! - [`commands`]: one module per subcommand (`transcribe`, `models`, `bench`).
 //! - [`server`]: the HTTP server (`tolk serve`) and its routes.
+//! - [`ws`]: the streaming WebSocket endpoint and its session actor.
 //! - [`telemetry`]: logging set-up.
 //!
 //! Engines live in `tolk-models`, the actor graph in `tolk-actors`, wire types in
@@ -13,3 +14,4 @@ pub mod cli;
 pub mod commands;
 pub mod server;
 pub mod telemetry;
+pub mod ws;

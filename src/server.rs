@@ -1,18 +1,29 @@
 //! `tolk serve`: the HTTP server.
 //!
-//! Routes so far: `GET /healthz` (the process is up) and `GET /api/v1/models` (what is
-//! installed). The model registry is scanned once at start.
+//! Routes: `GET /healthz` (the process is up), `GET /metrics` (Prometheus text),
+//! `GET /api/v1/models` (what is installed), `GET /ws/translate` (streaming, see
+//! docs/protocol.md). Models are loaded before the server listens.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
 use actix_web::{web, App, HttpResponse, HttpServer};
 use clap::Args;
 use serde_json::json;
-use tolk_models::registry::Registry;
+use tolk_actors::engines::{AsrEngine, AsrPool, VadEngine, VadPool};
+use tolk_actors::pool::Pool;
+use tolk_models::asr::Recognizer;
+use tolk_models::registry::{resolve_whisper_model, Registry};
+use tolk_models::vad::{init_onnxruntime, SileroVad, VoiceDetector};
+use tolk_models::whisper::{all_languages, WhisperConfig, WhisperModel};
 use tolk_protocol::catalog::ModelsResponse;
+use tolk_protocol::error::{ErrorBody, ErrorCode, ErrorDetail};
 
 use crate::commands::CommandError;
+use crate::ws::{self, StreamServices, WsConfig};
 
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
@@ -25,11 +36,59 @@ pub struct ServeArgs {
     /// HTTP worker threads (async I/O only; inference has its own threads).
     #[arg(long, env = "TOLK_HTTP_WORKERS", default_value_t = 2)]
     pub http_workers: usize,
+    /// Whisper model for streaming: an installed name or a ggml file. base-q8_0 gives
+    /// base's words at less cost (BENCHMARKS.md).
+    #[arg(long, env = "TOLK_ASR_MODEL", default_value = "base-q8_0")]
+    pub asr_model: String,
+    /// ASR worker threads, each decoding one window at a time (default: one per core).
+    #[arg(long, env = "TOLK_ASR_WORKERS")]
+    pub asr_workers: Option<usize>,
+    /// CPU threads per ASR worker. Workers × threads should not exceed the cores.
+    #[arg(long, env = "TOLK_ASR_THREADS", default_value_t = 1)]
+    pub asr_threads: usize,
+    /// Most concurrent WebSocket sessions.
+    #[arg(long, env = "TOLK_MAX_SESSIONS", default_value_t = 64)]
+    pub max_sessions: usize,
+    /// Server WebSocket ping interval, in ms.
+    #[arg(long, env = "TOLK_WS_HEARTBEAT_MS", default_value_t = 10_000)]
+    pub ws_heartbeat_ms: u64,
+    /// Close a WebSocket whose client has not answered for this long, in ms.
+    #[arg(long, env = "TOLK_WS_CLIENT_TIMEOUT_MS", default_value_t = 30_000)]
+    pub ws_client_timeout_ms: u64,
+    /// Close a session with no client message for this long, in ms.
+    #[arg(long, env = "TOLK_WS_IDLE_TIMEOUT_MS", default_value_t = 60_000)]
+    pub ws_idle_timeout_ms: u64,
+    /// Longest stream, in seconds.
+    #[arg(long, env = "TOLK_MAX_STREAM_SECONDS", default_value_t = 3600)]
+    pub max_stream_seconds: u64,
+    /// Largest audio frame, in bytes.
+    #[arg(long, env = "TOLK_MAX_FRAME_BYTES", default_value_t = 64 * 1024)]
+    pub max_frame_bytes: usize,
 }
 
 /// State shared by every request handler.
 pub struct AppState {
     pub registry: Registry,
+    pub streaming: Option<Arc<StreamServices>>,
+}
+
+/// A JSON error: `{"error": {"code", "message", "request_id"}}` with the code's status.
+pub fn error_response(code: ErrorCode, message: &str) -> HttpResponse {
+    let status = actix_web::http::StatusCode::from_u16(code.http_status())
+        .unwrap_or(actix_web::http::StatusCode::INTERNAL_SERVER_ERROR);
+    let request_id = format!("req_{}", uuid::Uuid::new_v4().simple());
+    let mut response = HttpResponse::build(status);
+    response.insert_header(("X-Request-Id", request_id.clone()));
+    if code.retryable() {
+        response.insert_header(("Retry-After", "1"));
+    }
+    response.json(ErrorBody {
+        error: ErrorDetail {
+            code: code.as_str().to_string(),
+            message: message.to_string(),
+            request_id: Some(request_id),
+        },
+    })
 }
 
 async fn healthz() -> HttpResponse {
@@ -43,16 +102,102 @@ async fn models(state: web::Data<AppState>) -> HttpResponse {
     })
 }
 
+async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    let mut out = String::new();
+    if let Some(s) = &state.streaming {
+        let (high, normal) = s.asr.queued();
+        out.push_str("# HELP tolk_sessions_active WebSocket sessions open now.\n# TYPE tolk_sessions_active gauge\n");
+        out.push_str(&format!(
+            "tolk_sessions_active {}\n",
+            s.active.load(Ordering::Acquire)
+        ));
+        out.push_str("# HELP tolk_asr_queue_depth ASR jobs waiting, by lane.\n# TYPE tolk_asr_queue_depth gauge\n");
+        out.push_str(&format!("tolk_asr_queue_depth{{lane=\"final\"}} {high}\ntolk_asr_queue_depth{{lane=\"partial\"}} {normal}\n"));
+        out.push_str(&format!(
+            "# TYPE tolk_asr_workers_busy gauge\ntolk_asr_workers_busy {}\n",
+            s.asr.busy()
+        ));
+    }
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(out)
+}
+
 /// Register every route; used by the server and by in-process tests.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/healthz", web::get().to(healthz))
+        .route("/metrics", web::get().to(metrics))
+        .route("/ws/translate", web::get().to(ws::translate))
         .service(web::scope("/api/v1").route("/models", web::get().to(models)));
+}
+
+/// Load the streaming models and start the pools.
+fn start_streaming(args: &ServeArgs) -> Result<StreamServices, CommandError> {
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let workers = args.asr_workers.unwrap_or(cores).max(1);
+    let path =
+        resolve_whisper_model(&args.models_dir, &args.asr_model).map_err(CommandError::Config)?;
+    let config = WhisperConfig {
+        threads: args.asr_threads.max(1),
+        ..WhisperConfig::default()
+    };
+    let model = Arc::new(WhisperModel::load(&path, config)?);
+    let ws_config = WsConfig {
+        heartbeat_interval: Duration::from_millis(args.ws_heartbeat_ms),
+        client_timeout: Duration::from_millis(args.ws_client_timeout_ms),
+        idle_timeout: Duration::from_millis(args.ws_idle_timeout_ms),
+        max_stream: Duration::from_secs(args.max_stream_seconds),
+        max_frame_bytes: args.max_frame_bytes,
+        max_sessions: args.max_sessions.max(1),
+        ..WsConfig::default()
+    };
+    // Each session has at most one job in flight per pool, so queues sized to the session
+    // limit never refuse a session's work; they refuse only past that.
+    let capacity = ws_config.max_sessions;
+    let asr: AsrPool = {
+        let model = model.clone();
+        Pool::start("asr", workers, capacity, move |_| {
+            model
+                .worker()
+                .map(|w| AsrEngine(Box::new(w) as Box<dyn Recognizer>))
+        })?
+    };
+    init_onnxruntime(&args.models_dir).map_err(|e| CommandError::Config(e.to_string()))?;
+    let vad_path = args.models_dir.join("vad/silero_vad.onnx");
+    let vad: VadPool = Pool::start("vad", 1, capacity, move |_| {
+        SileroVad::load(&vad_path).map(|v| VadEngine(Box::new(v) as Box<dyn VoiceDetector>))
+    })
+    .map_err(|e| CommandError::Config(e.to_string()))?;
+    let languages = if model.is_multilingual() {
+        all_languages()
+    } else {
+        vec!["en".to_string()]
+    };
+    tracing::info!(
+        model = model.name(),
+        workers,
+        threads = args.asr_threads,
+        "ASR pool started"
+    );
+    Ok(StreamServices {
+        asr,
+        vad,
+        config: ws_config,
+        model: model.name().to_string(),
+        multilingual: model.is_multilingual(),
+        languages,
+        active: AtomicUsize::new(0),
+    })
 }
 
 pub fn run(args: ServeArgs) -> Result<(), CommandError> {
     let registry = Registry::scan(&args.models_dir);
     tracing::info!(models = registry.models.len(), dir = %registry.dir.display(), "model registry scanned");
-    let state = web::Data::new(AppState { registry });
+    let streaming = Arc::new(start_streaming(&args)?);
+    let state = web::Data::new(AppState {
+        registry,
+        streaming: Some(streaming),
+    });
     actix_web::rt::System::new().block_on(async move {
         let server =
             HttpServer::new(move || App::new().app_data(state.clone()).configure(configure))

@@ -23,7 +23,13 @@ fn base_transcribes_jfk_word_for_word() {
 fn tiny_en_and_quantized_models_give_the_same_jfk_transcript() {
     let jfk = testdata("jfk.wav");
     let by_path = common::models_dir().join("whisper/ggml-tiny.en.bin");
-    for model in ["tiny.en", "tiny.en-q8_0", "base-q8_0", "base-q4_0", by_path.to_str().unwrap()] {
+    for model in [
+        "tiny.en",
+        "tiny.en-q8_0",
+        "base-q8_0",
+        "base-q4_0",
+        by_path.to_str().unwrap(),
+    ] {
         let text = transcribe(&[jfk.to_str().unwrap(), "--model", model, "--language", "en"]);
         assert_eq!(normalize(&text), JFK_WORDS, "model {model}");
     }

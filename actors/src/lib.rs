@@ -1,10 +1,13 @@
-//! tolk's actor graph (see DESIGN.md, "Data flow").
+//! tolk's actor graph (see DESIGN.md, "Data flow"): the per-stream streaming policy and
+//! the inference worker pools. The WebSocket session that drives them lives in the server
+//! (`src/ws/`); this crate knows nothing of HTTP.
 //!
-//! This crate will hold the `Session` actor (one per WebSocket: heartbeat, bounded audio
-//! buffer, the session state machine) and the ASR, translation and TTS worker pools that
-//! run the `tolk-models` engines on dedicated threads. It depends on `protocol` and
-//! `models`, never on HTTP.
-//!
-//! It is empty until the streaming work (issue 3) lands; the crate exists now so that the
-//! workspace has its final shape and dependency direction from the start.
+//! Layout:
+//! - [`pool`]: worker threads running a synchronous engine behind a bounded, two-lane queue.
+//! - [`engines`]: the ASR (whisper) and VAD (Silero) engines as pool engines.
+//! - [`streaming`]: the streaming policy (VAD gating, LocalAgreement-2, segmentation).
 #![forbid(unsafe_code)]
+
+pub mod engines;
+pub mod pool;
+pub mod streaming;

@@ -53,3 +53,13 @@ pub trait Recognizer: Send {
         options: &RecognizeOptions,
     ) -> Result<Transcript, AsrError>;
 }
+
+impl<R: Recognizer + ?Sized> Recognizer for Box<R> {
+    fn recognize(
+        &mut self,
+        audio: &[f32],
+        options: &RecognizeOptions,
+    ) -> Result<Transcript, AsrError> {
+        (**self).recognize(audio, options)
+    }
+}

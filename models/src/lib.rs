@@ -4,6 +4,7 @@
 //! - [`asr`]: the `Recognizer` trait and its options; [`whisper`]: whisper.cpp behind it.
 //! - [`wav`], [`resample`], [`audio`]: reading any WAV into 16 kHz mono.
 //! - [`registry`]: what is installed in the models directory and what it offers.
+//! - [`vad`]: the `VoiceDetector` trait and Silero VAD on ONNX Runtime.
 //!
 //! Engines are synchronous and CPU-bound: callers run them on dedicated threads.
 
@@ -11,5 +12,6 @@ pub mod asr;
 pub mod audio;
 pub mod registry;
 pub mod resample;
+pub mod vad;
 pub mod wav;
 pub mod whisper;

@@ -21,26 +21,106 @@ pub fn resample(input: &[f32], from: u32, to: u32) -> Vec<f32> {
     if from == to || input.is_empty() {
         return input.to_vec();
     }
-    let step = from as f64 / to as f64; // input samples per output sample
-    let cutoff = ROLLOFF * (to as f64 / from as f64).min(1.0); // in cycles per input sample * 2
-    let table = kernel_table();
-    // Half-width of the kernel in input samples.
-    let half_width = HALF_ZEROS as f64 / cutoff;
-    let out_len = ((input.len() as u64 * to as u64).div_ceil(from as u64)) as usize;
-    let mut out = Vec::with_capacity(out_len);
-    for n in 0..out_len {
-        let x = n as f64 * step;
-        let first = (x - half_width).ceil().max(0.0) as usize;
-        let last = ((x + half_width).floor() as usize).min(input.len() - 1);
-        let mut acc = 0.0f64;
-        for (j, &sample) in input[first..=last.max(first)].iter().enumerate() {
-            // Distance in zero crossings of the cut-off sinc.
-            let u = ((x - (first + j) as f64) * cutoff).abs();
-            acc += sample as f64 * lookup(&table, u);
-        }
-        out.push((acc * cutoff) as f32);
-    }
+    let mut r = StreamResampler::new(from, to);
+    let mut out = r.process(input);
+    out.extend(r.flush());
+    // The stream form may round the final sample count up by one.
+    out.truncate(((input.len() as u64 * to as u64).div_ceil(from as u64)) as usize);
     out
+}
+
+/// Resampling of a stream that arrives in pieces: the output is the same as resampling the
+/// whole stream at once, whatever the piece sizes (it holds back the output samples whose
+/// kernel reaches past the input received so far, and the input they still need).
+#[derive(Debug, Clone)]
+pub struct StreamResampler {
+    from: u32,
+    to: u32,
+    /// Input samples per output sample.
+    step: f64,
+    /// Cut-off relative to the input Nyquist frequency.
+    cutoff: f64,
+    /// Kernel half-width in input samples.
+    half_width: f64,
+    table: std::sync::Arc<Vec<f64>>,
+    /// Input kept, starting at absolute input sample `offset`.
+    buffer: Vec<f32>,
+    offset: u64,
+    /// Input samples received in all.
+    received: u64,
+    /// Next output sample to produce.
+    next: u64,
+}
+
+impl StreamResampler {
+    pub fn new(from: u32, to: u32) -> Self {
+        let cutoff = ROLLOFF * (to as f64 / from as f64).min(1.0);
+        Self {
+            from,
+            to,
+            step: from as f64 / to as f64,
+            cutoff,
+            half_width: HALF_ZEROS as f64 / cutoff,
+            table: std::sync::Arc::new(kernel_table()),
+            buffer: Vec::new(),
+            offset: 0,
+            received: 0,
+            next: 0,
+        }
+    }
+
+    /// Feed input; returns the output samples that are now complete.
+    pub fn process(&mut self, input: &[f32]) -> Vec<f32> {
+        if self.from == self.to {
+            return input.to_vec();
+        }
+        self.buffer.extend_from_slice(input);
+        self.received += input.len() as u64;
+        self.produce(false)
+    }
+
+    /// End of stream: the remaining output, with silence past the end.
+    pub fn flush(&mut self) -> Vec<f32> {
+        if self.from == self.to {
+            return Vec::new();
+        }
+        self.produce(true)
+    }
+
+    fn produce(&mut self, at_end: bool) -> Vec<f32> {
+        let mut out = Vec::new();
+        let total_out = (self.received * self.to as u64).div_ceil(self.from as u64);
+        loop {
+            let x = self.next as f64 * self.step;
+            if at_end {
+                if self.next >= total_out {
+                    break;
+                }
+            } else if x + self.half_width >= self.received as f64 {
+                break; // the kernel still needs input that has not arrived
+            }
+            let first = (x - self.half_width).ceil().max(self.offset as f64) as u64;
+            let last = ((x + self.half_width).floor() as u64).min(self.received.saturating_sub(1));
+            let mut acc = 0.0f64;
+            let mut k = first;
+            while k <= last {
+                let u = ((x - k as f64) * self.cutoff).abs();
+                acc += self.buffer[(k - self.offset) as usize] as f64 * lookup(&self.table, u);
+                k += 1;
+            }
+            out.push((acc * self.cutoff) as f32);
+            self.next += 1;
+        }
+        // Keep only the input the next output sample's kernel reaches back to.
+        let keep_from = ((self.next as f64 * self.step - self.half_width)
+            .floor()
+            .max(0.0) as u64)
+            .max(self.offset);
+        let drop = (keep_from - self.offset) as usize;
+        self.buffer.drain(..drop.min(self.buffer.len()));
+        self.offset += drop as u64;
+        out
+    }
 }
 
 /// sinc(u) * kaiser(u / HALF_ZEROS) for u in [0, HALF_ZEROS], OVERSAMPLE points per unit.
@@ -110,6 +190,34 @@ mod tests {
             im += v as f64 * phase.sin();
         }
         2.0 * (re * re + im * im).sqrt() / body.len() as f64
+    }
+
+    #[test]
+    fn streaming_in_pieces_equals_resampling_at_once() {
+        let input = tone(440.0, 44_100, 0.5);
+        let whole = resample(&input, 44_100, 16_000);
+        for piece in [1, 441, 1000, 4410] {
+            let mut r = StreamResampler::new(44_100, 16_000);
+            let mut out = Vec::new();
+            for chunk in input.chunks(piece) {
+                out.extend(r.process(chunk));
+            }
+            out.extend(r.flush());
+            out.truncate(whole.len());
+            assert_eq!(out.len(), whole.len(), "piece {piece}");
+            let worst = out
+                .iter()
+                .zip(&whole)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0f32, f32::max);
+            assert!(worst < 1e-6, "piece {piece}: max difference {worst}");
+        }
+        // Its buffer stays bounded by the kernel, not by the stream length.
+        let mut r = StreamResampler::new(48_000, 16_000);
+        for _ in 0..100 {
+            r.process(&[0.1; 4800]);
+        }
+        assert!(r.buffer.len() < 400, "buffer {}", r.buffer.len());
     }
 
     #[test]

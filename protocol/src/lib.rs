@@ -6,14 +6,16 @@
 //! - [`catalog`]: what the server can do (installed models, language pairs), as served by
 //!   `GET /api/v1/models`.
 //! - [`error`]: the uniform error body and its stable codes.
+//! - [`ws`]: the WebSocket protocol on `GET /ws/translate` (`docs/protocol.md`).
 //!
-//! This crate has no I/O and depends on serde alone, so clients (the load tester, tests)
-//! share the exact types the server speaks.
+//! This crate has no I/O and depends on serde (and serde_json, to parse client frames)
+//! alone, so clients (the load tester, tests) share the exact types the server speaks.
 #![forbid(unsafe_code)]
 
 pub mod catalog;
 pub mod error;
 pub mod transcript;
+pub mod ws;
 
 /// Version of the wire protocol; bumped on any incompatible change.
 pub const PROTOCOL_VERSION: u32 = 1;

@@ -1,0 +1,59 @@
+//! The `tolk-models` engines as pool engines: request in, response out, state carried by
+//! the request so any worker serves any stream.
+
+use tolk_models::asr::{AsrError, RecognizeOptions, Recognizer};
+use tolk_models::vad::{VadError, VadState, VoiceDetector};
+use tolk_protocol::transcript::Transcript;
+
+use crate::pool::{Engine, Pool};
+
+/// Recognise `audio` (16 kHz mono) with `options`.
+pub struct AsrRequest {
+    pub audio: Vec<f32>,
+    pub options: RecognizeOptions,
+}
+
+/// Runs a recogniser (one whisper state per worker, weights shared).
+pub struct AsrEngine<R: Recognizer + 'static>(pub R);
+
+impl<R: Recognizer + 'static> Engine for AsrEngine<R> {
+    type Request = AsrRequest;
+    type Response = Transcript;
+    type Error = AsrError;
+    fn process(&mut self, request: AsrRequest) -> Result<Transcript, AsrError> {
+        self.0.recognize(&request.audio, &request.options)
+    }
+}
+
+/// Judge `audio` with the stream's VAD state; the updated state comes back.
+pub struct VadRequest {
+    pub state: VadState,
+    pub audio: Vec<f32>,
+}
+
+pub struct VadResponse {
+    pub state: VadState,
+    pub probabilities: Vec<f32>,
+}
+
+pub struct VadEngine<V: VoiceDetector + 'static>(pub V);
+
+impl<V: VoiceDetector + 'static> Engine for VadEngine<V> {
+    type Request = VadRequest;
+    type Response = VadResponse;
+    type Error = VadError;
+    fn process(&mut self, mut request: VadRequest) -> Result<VadResponse, VadError> {
+        let probabilities = self
+            .0
+            .speech_probabilities(&mut request.state, &request.audio)?;
+        Ok(VadResponse {
+            state: request.state,
+            probabilities,
+        })
+    }
+}
+
+/// The ASR pool type the server uses: recognisers behind a trait object, so tests of the
+/// session plumbing can run a fake recogniser.
+pub type AsrPool = Pool<AsrEngine<Box<dyn Recognizer>>>;
+pub type VadPool = Pool<VadEngine<Box<dyn VoiceDetector>>>;

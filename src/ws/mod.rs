@@ -1,0 +1,152 @@
+//! The streaming endpoint, `GET /ws/translate` (protocol: docs/protocol.md).
+//!
+//! Each connection is a [`session::Session`] actor; it feeds audio through the VAD and ASR
+//! worker pools of [`StreamServices`], shared by all sessions.
+
+pub mod pcm;
+pub mod session;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web_actors::ws;
+use tolk_actors::engines::{AsrPool, VadPool};
+use tolk_actors::streaming::StreamingConfig;
+use tolk_protocol::error::ErrorCode;
+use tolk_protocol::ws::Limits;
+
+use crate::server::{error_response, AppState};
+
+/// Limits and timings of WebSocket sessions.
+#[derive(Debug, Clone)]
+pub struct WsConfig {
+    /// Server pings this often.
+    pub heartbeat_interval: Duration,
+    /// A connection with no pong (or any frame) for this long is closed.
+    pub client_timeout: Duration,
+    /// A session with no client message for this long is closed with `session_timeout`.
+    pub idle_timeout: Duration,
+    /// A stream longer than this is ended with `stream_too_long`.
+    pub max_stream: Duration,
+    /// Largest binary (or decoded `audio_chunk`) frame.
+    pub max_frame_bytes: usize,
+    /// How much faster than real time audio may arrive, sustained.
+    pub max_realtime_factor: f32,
+    /// Audio a client may send ahead of real time before `too_fast` (network bursts).
+    pub burst_ms: u64,
+    /// Most uncommitted audio a stream may hold; more is refused with `overloaded`.
+    pub max_buffer_ms: u64,
+    /// Most concurrent WebSocket sessions; more are refused with 503.
+    pub max_sessions: usize,
+    pub streaming: StreamingConfig,
+}
+
+impl Default for WsConfig {
+    fn default() -> Self {
+        Self {
+            heartbeat_interval: Duration::from_secs(10),
+            client_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
+            max_stream: Duration::from_secs(3600),
+            max_frame_bytes: 64 * 1024,
+            max_realtime_factor: 1.5,
+            burst_ms: 3000,
+            max_buffer_ms: 30_000,
+            max_sessions: 64,
+            streaming: StreamingConfig::default(),
+        }
+    }
+}
+
+impl WsConfig {
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_frame_bytes: self.max_frame_bytes as u32,
+            max_stream_seconds: self.max_stream.as_secs() as u32,
+            idle_timeout_seconds: self.idle_timeout.as_secs() as u32,
+            heartbeat_interval_seconds: self.heartbeat_interval.as_secs().max(1) as u32,
+            max_realtime_factor: self.max_realtime_factor,
+            sample_rates: [8_000, 48_000],
+        }
+    }
+}
+
+/// What every session shares.
+pub struct StreamServices {
+    pub asr: AsrPool,
+    pub vad: VadPool,
+    pub config: WsConfig,
+    /// Name of the loaded whisper model.
+    pub model: String,
+    pub multilingual: bool,
+    /// Languages the model recognises.
+    pub languages: Vec<String>,
+    /// Sessions open now.
+    pub active: AtomicUsize,
+}
+
+/// Counts a session for as long as it lives: decremented on every exit path.
+pub struct SessionSlot(Arc<StreamServices>);
+
+impl SessionSlot {
+    /// Take a slot, unless `max_sessions` are open.
+    pub fn acquire(services: &Arc<StreamServices>) -> Option<Self> {
+        let max = services.config.max_sessions;
+        services
+            .active
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| SessionSlot(services.clone()))
+    }
+
+    pub fn services(&self) -> &Arc<StreamServices> {
+        &self.0
+    }
+}
+
+impl Drop for SessionSlot {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Frames up to this size are read and answered with `frame_too_large` when over the
+/// configured limit; larger ones close the connection (1009) in the codec.
+const CODEC_MAX_FRAME: usize = 4 * 1024 * 1024;
+
+pub async fn translate(
+    req: HttpRequest,
+    body: web::Payload,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    let Some(services) = state.streaming.as_ref() else {
+        return error_response(
+            ErrorCode::Overloaded,
+            "streaming is not available: no speech model is loaded",
+        );
+    };
+    let Some(slot) = SessionSlot::acquire(services) else {
+        return error_response(
+            ErrorCode::Overloaded,
+            &format!(
+                "the server has {} sessions open, its limit; retry later",
+                services.config.max_sessions
+            ),
+        );
+    };
+    let session = session::Session::new(slot);
+    match ws::WsResponseBuilder::new(session, &req, body)
+        .frame_size(CODEC_MAX_FRAME)
+        .start()
+    {
+        Ok(response) => response,
+        Err(e) => error_response(
+            ErrorCode::InvalidMessage,
+            &format!("not a WebSocket upgrade request: {e}"),
+        ),
+    }
+}
