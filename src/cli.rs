@@ -71,8 +71,8 @@ pub struct WhisperArgs {
     /// CPU threads for inference (default: all cores).
     #[arg(long, env = "TOLK_ASR_THREADS")]
     pub threads: Option<usize>,
-    /// Encoder context in 20 ms frames: 0 = the model's 30 s; default: 768 (15.36 s) for
-    /// clips up to 15 s, which nearly halves the time for short clips.
+    /// Encoder context in 20 ms frames: 0 = the model's 30 s; default: fitted to the clip
+    /// with 2.56 s to spare (clips up to 27 s), which cuts the time for short clips.
     #[arg(long)]
     pub audio_ctx: Option<i32>,
 }

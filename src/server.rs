@@ -15,6 +15,7 @@ use clap::Args;
 use serde_json::json;
 use tolk_actors::engines::{AsrEngine, AsrPool, VadEngine, VadPool};
 use tolk_actors::pool::Pool;
+use tolk_actors::streaming::StreamingConfig;
 use tolk_models::asr::Recognizer;
 use tolk_models::registry::{resolve_whisper_model, Registry};
 use tolk_models::vad::{init_onnxruntime, SileroVad, VoiceDetector};
@@ -36,9 +37,10 @@ pub struct ServeArgs {
     /// HTTP worker threads (async I/O only; inference has its own threads).
     #[arg(long, env = "TOLK_HTTP_WORKERS", default_value_t = 2)]
     pub http_workers: usize,
-    /// Whisper model for streaming: an installed name or a ggml file. base-q8_0 gives
-    /// base's words at less cost (BENCHMARKS.md).
-    #[arg(long, env = "TOLK_ASR_MODEL", default_value = "base-q8_0")]
+    /// Whisper model for streaming: an installed name or a ggml file. base-q4_0 is
+    /// multilingual, gave base's words on every test clip, and decodes ~1.7x faster than
+    /// base (BENCHMARKS.md).
+    #[arg(long, env = "TOLK_ASR_MODEL", default_value = "base-q4_0")]
     pub asr_model: String,
     /// ASR worker threads, each decoding one window at a time (default: one per core).
     #[arg(long, env = "TOLK_ASR_WORKERS")]
@@ -61,6 +63,12 @@ pub struct ServeArgs {
     /// Longest stream, in seconds.
     #[arg(long, env = "TOLK_MAX_STREAM_SECONDS", default_value_t = 3600)]
     pub max_stream_seconds: u64,
+    /// New audio between two partial decodes of a stream, in ms.
+    #[arg(long, env = "TOLK_ASR_STEP_MS", default_value_t = 500)]
+    pub asr_step_ms: u64,
+    /// Silence after speech that ends an utterance (and triggers its final), in ms.
+    #[arg(long, env = "TOLK_VAD_MIN_SILENCE_MS", default_value_t = 500)]
+    pub vad_min_silence_ms: u64,
     /// Largest audio frame, in bytes.
     #[arg(long, env = "TOLK_MAX_FRAME_BYTES", default_value_t = 64 * 1024)]
     pub max_frame_bytes: usize,
@@ -149,11 +157,17 @@ fn start_streaming(args: &ServeArgs) -> Result<StreamServices, CommandError> {
         max_stream: Duration::from_secs(args.max_stream_seconds),
         max_frame_bytes: args.max_frame_bytes,
         max_sessions: args.max_sessions.max(1),
+        streaming: StreamingConfig {
+            step_ms: args.asr_step_ms.max(100),
+            min_silence_ms: args.vad_min_silence_ms.max(64),
+            ..StreamingConfig::default()
+        },
         ..WsConfig::default()
     };
-    // Each session has at most one job in flight per pool, so queues sized to the session
-    // limit never refuse a session's work; they refuse only past that.
-    let capacity = ws_config.max_sessions;
+    // A session has at most two ASR jobs in flight (a partial it gave up on, and the final
+    // that replaced it) and one VAD job, so queues of twice the session limit never refuse
+    // a session's work.
+    let capacity = 2 * ws_config.max_sessions;
     let asr: AsrPool = {
         let model = model.clone();
         Pool::start("asr", workers, capacity, move |_| {

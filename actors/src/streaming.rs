@@ -20,6 +20,8 @@ use tolk_models::vad::VAD_WINDOW;
 use tolk_protocol::transcript::Word;
 
 const SAMPLES_PER_MS: u64 = 16;
+/// Non-speech after speech before a covering decode is made (three VAD windows).
+const COVER_AFTER_MS: u64 = 96;
 
 /// Tuning of the policy. Times are in milliseconds of audio.
 #[derive(Debug, Clone, PartialEq)]
@@ -63,14 +65,38 @@ pub enum DecodeKind {
     Final,
 }
 
-/// Audio to decode: `audio` starts at `start_ms` of the stream.
-#[derive(Debug, Clone, PartialEq)]
-pub struct DecodeRequest {
+/// Identifies a decode; hand it back with the result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ticket {
+    seq: u64,
     pub kind: DecodeKind,
-    pub audio: Vec<f32>,
+    /// Stream time of the first sample of the request's audio.
     pub start_ms: u64,
+    /// Its result is likely to be committed soon (a final, or a partial covering the end
+    /// of speech): worth running before ordinary partials.
+    pub urgent: bool,
+    /// Sample just past the request's audio.
+    end: u64,
+}
+
+/// Audio to decode: `audio` starts at `ticket.start_ms` of the stream.
+#[derive(Clone, PartialEq)]
+pub struct DecodeRequest {
+    pub ticket: Ticket,
+    pub audio: Vec<f32>,
     /// Text committed just before this window in the same utterance (context for whisper).
     pub prompt: Option<String>,
+}
+
+impl std::fmt::Debug for DecodeRequest {
+    // The samples would drown everything else.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DecodeRequest")
+            .field("ticket", &self.ticket)
+            .field("audio_ms", &(self.audio.len() as u64 / SAMPLES_PER_MS))
+            .field("prompt", &self.prompt)
+            .finish()
+    }
 }
 
 /// What the stream produced: the words of one segment, with stream-relative times.
@@ -133,7 +159,13 @@ pub struct StreamingAsr {
     pending_final: Option<u64>,
     /// Window end (sample) of the last partial decode.
     last_partial_end: u64,
-    in_flight: Option<DecodeKind>,
+    /// The request whose result is awaited; results of other tickets are stale.
+    in_flight: Option<Ticket>,
+    next_seq: u64,
+    /// Window end (sample) of the audio `previous` was decoded from.
+    previous_end: u64,
+    /// Where the speech of the utterance awaiting its final ended (sample).
+    utterance_voice_end: u64,
     /// The previous hypothesis, for LocalAgreement.
     previous: Vec<Word>,
     /// Text committed in the current utterance before the window (prompt for whisper).
@@ -159,6 +191,9 @@ impl StreamingAsr {
             pending_final: None,
             last_partial_end: 0,
             in_flight: None,
+            next_seq: 0,
+            previous_end: 0,
+            utterance_voice_end: 0,
             previous: Vec::new(),
             utterance_prompt: String::new(),
             segment_id: 0,
@@ -201,6 +236,7 @@ impl StreamingAsr {
                 let long_enough =
                     self.last_voice - self.speech_start >= c.min_speech_ms * SAMPLES_PER_MS;
                 if long_enough && self.pending_final.is_none() {
+                    self.utterance_voice_end = self.last_voice;
                     self.pending_final =
                         Some((self.last_voice + c.pad_ms * SAMPLES_PER_MS).min(self.received));
                 }
@@ -217,6 +253,7 @@ impl StreamingAsr {
         self.ending = true;
         if self.speech_in_window && self.pending_final.is_none() {
             self.pending_final = Some(self.received);
+            self.utterance_voice_end = self.received;
         }
     }
 
@@ -226,7 +263,7 @@ impl StreamingAsr {
     }
 
     pub fn in_flight(&self) -> Option<DecodeKind> {
-        self.in_flight
+        self.in_flight.map(|t| t.kind)
     }
 
     pub fn received_ms(&self) -> u64 {
@@ -237,6 +274,12 @@ impl StreamingAsr {
         self.speech_samples / SAMPLES_PER_MS
     }
 
+    /// Change the step between partial decodes: callers lengthen it when the ASR pool is
+    /// behind, so partials give way to finals instead of queueing ahead of them.
+    pub fn set_step_ms(&mut self, step_ms: u64) {
+        self.config.step_ms = step_ms.max(100);
+    }
+
     /// Samples held in the window (for buffer accounting).
     pub fn window_len(&self) -> usize {
         self.window.len()
@@ -244,8 +287,16 @@ impl StreamingAsr {
 
     /// The next decode to run, if one is due. At most one is in flight.
     pub fn poll_request(&mut self) -> Option<DecodeRequest> {
-        if self.in_flight.is_some() {
-            return None;
+        if let Some(t) = self.in_flight {
+            // A partial that cannot hear the end of the utterance awaiting its final is
+            // abandoned (its result will be ignored): waiting for it would delay the final.
+            let useless = t.kind == DecodeKind::Partial
+                && self.pending_final.is_some()
+                && t.end < self.utterance_voice_end;
+            if !useless {
+                return None;
+            }
+            self.in_flight = None;
         }
         let hard = self.config.hard_window_ms * SAMPLES_PER_MS;
         if self.pending_final.is_none()
@@ -254,6 +305,10 @@ impl StreamingAsr {
         {
             // Speech without a pause for too long: close the utterance where it stands.
             self.pending_final = Some(self.received);
+            self.utterance_voice_end = self.received;
+        }
+        if self.final_is_covered() {
+            return None; // take_ready() commits it without another decode
         }
         if let Some(end) = self.pending_final {
             let len = (end.saturating_sub(self.window_start) as usize).min(self.window.len());
@@ -262,30 +317,58 @@ impl StreamingAsr {
         let step = self.config.step_ms * SAMPLES_PER_MS;
         // Only while the speaker is still talking: a partial in flight at end of speech
         // would delay the final decode by its whole duration.
-        let talking = self.in_speech
-            && self.vad_cursor.saturating_sub(self.last_voice) < 200 * SAMPLES_PER_MS;
-        if talking && !self.ending && self.received >= self.last_partial_end + step {
+        let silent_for = self.vad_cursor.saturating_sub(self.last_voice);
+        let talking = self.in_speech && silent_for < 200 * SAMPLES_PER_MS;
+        // When the speaker pauses, one decode covering the end of their speech: if the
+        // pause turns out to end the utterance, that hypothesis is its final, and the
+        // final costs no decode after the silence.
+        let covering = self.in_speech
+            && silent_for >= COVER_AFTER_MS * SAMPLES_PER_MS
+            && self.last_partial_end < self.last_voice;
+        let step_due = talking && self.received >= self.last_partial_end + step;
+        if (step_due || covering) && !self.ending {
             self.last_partial_end = self.received;
-            return Some(self.request(DecodeKind::Partial, self.window.len()));
+            let mut request = self.request(DecodeKind::Partial, self.window.len());
+            request.ticket.urgent = covering;
+            self.in_flight = Some(request.ticket);
+            return Some(request);
         }
         None
     }
 
     fn request(&mut self, kind: DecodeKind, len: usize) -> DecodeRequest {
-        self.in_flight = Some(kind);
-        DecodeRequest {
+        self.next_seq += 1;
+        let ticket = Ticket {
+            seq: self.next_seq,
             kind,
-            audio: self.window[..len].to_vec(),
             start_ms: self.window_start / SAMPLES_PER_MS,
+            urgent: kind == DecodeKind::Final,
+            end: self.window_start + len as u64,
+        };
+        self.in_flight = Some(ticket);
+        DecodeRequest {
+            ticket,
+            audio: self.window[..len].to_vec(),
             prompt: (!self.utterance_prompt.is_empty()).then(|| self.utterance_prompt.clone()),
         }
     }
 
+    /// Whether `ticket` is the request awaited, and if so, no longer await it.
+    fn settle(&mut self, ticket: &Ticket) -> bool {
+        if self.in_flight.map(|t| t.seq) != Some(ticket.seq) {
+            return false;
+        }
+        self.in_flight = None;
+        true
+    }
+
     /// A decode failed. A failed partial is forgotten; a failed final commits the last
     /// hypothesis, so that what the client already saw is not lost.
-    pub fn on_failed(&mut self, kind: DecodeKind) -> Vec<SegmentUpdate> {
-        self.in_flight = None;
-        match kind {
+    pub fn on_failed(&mut self, ticket: &Ticket) -> Vec<SegmentUpdate> {
+        if !self.settle(ticket) {
+            return Vec::new();
+        }
+        match ticket.kind {
             DecodeKind::Partial => vec![],
             DecodeKind::Final => {
                 let words = std::mem::take(&mut self.previous);
@@ -294,19 +377,35 @@ impl StreamingAsr {
         }
     }
 
+    /// A partial decoded after the end of the speech of the utterance awaiting its final
+    /// heard all of it: its hypothesis is the final.
+    fn final_is_covered(&self) -> bool {
+        self.pending_final.is_some()
+            && self.in_flight.is_none()
+            && self.previous_end >= self.utterance_voice_end
+    }
+
+    /// Commits that need no decode: the final of an utterance whose last partial already
+    /// covered its speech. Call before `poll_request`.
+    pub fn take_ready(&mut self) -> Vec<SegmentUpdate> {
+        if !self.final_is_covered() {
+            return Vec::new();
+        }
+        let words = std::mem::take(&mut self.previous);
+        self.finish_utterance(words)
+    }
+
     /// The request could not be queued: forget it was made, so the next poll makes it again.
-    pub fn retry_later(&mut self) {
-        self.in_flight = None;
+    pub fn retry_later(&mut self, ticket: &Ticket) {
+        self.settle(ticket);
     }
 
     /// Feed the words a decode produced (times relative to the request's audio).
-    pub fn on_decoded(
-        &mut self,
-        kind: DecodeKind,
-        request_start_ms: u64,
-        words: Vec<Word>,
-    ) -> Vec<SegmentUpdate> {
-        self.in_flight = None;
+    pub fn on_decoded(&mut self, ticket: &Ticket, words: Vec<Word>) -> Vec<SegmentUpdate> {
+        if !self.settle(ticket) {
+            return Vec::new(); // abandoned: a newer request replaced it
+        }
+        let request_start_ms = ticket.start_ms;
         let words: Vec<Word> = words
             .into_iter()
             .filter(|w| !is_non_speech(&w.word))
@@ -316,9 +415,19 @@ impl StreamingAsr {
                 ..w
             })
             .collect();
-        match kind {
+        match ticket.kind {
             DecodeKind::Final => self.finish_utterance(words),
-            DecodeKind::Partial => self.agree(words),
+            DecodeKind::Partial => {
+                let mut out = self.agree(words);
+                self.previous_end = ticket.end;
+                let ready = self.take_ready();
+                if !ready.is_empty() {
+                    // The hypothesis just became final: no partial for it.
+                    out.retain(|u| u.is_final);
+                    out.extend(ready);
+                }
+                out
+            }
         }
     }
 
@@ -501,18 +610,25 @@ mod tests {
         feed(&mut s, 300, false);
         feed(&mut s, 600, true);
         let r = s.poll_request().expect("a partial after 500 ms of speech");
-        assert_eq!(r.kind, DecodeKind::Partial);
+        assert_eq!(r.ticket.kind, DecodeKind::Partial);
         // The window starts a little before the speech: padding is kept.
-        assert!(r.start_ms > 0 && r.start_ms <= 300, "start {}", r.start_ms);
+        assert!(
+            r.ticket.start_ms > 0 && r.ticket.start_ms <= 300,
+            "start {}",
+            r.ticket.start_ms
+        );
         assert_eq!(s.poll_request(), None, "one request in flight at a time");
-        let out = s.on_decoded(DecodeKind::Partial, r.start_ms, spoken("and so"));
+        let out = s.on_decoded(&r.ticket, spoken("and so"));
         assert_eq!(out.len(), 1);
         assert!(!out[0].is_final);
         assert_eq!(out[0].text(), "and so");
         feed(&mut s, 200, true);
         assert_eq!(s.poll_request(), None, "less than a step of new audio");
         feed(&mut s, 400, true);
-        assert_eq!(s.poll_request().map(|r| r.kind), Some(DecodeKind::Partial));
+        assert_eq!(
+            s.poll_request().map(|r| r.ticket.kind),
+            Some(DecodeKind::Partial)
+        );
     }
 
     #[test]
@@ -520,25 +636,17 @@ mod tests {
         let mut s = StreamingAsr::new(StreamingConfig::default());
         feed(&mut s, 2000, true);
         let r = s.poll_request().unwrap();
-        s.on_decoded(
-            DecodeKind::Partial,
-            r.start_ms,
-            spoken("Ask not. What your"),
-        );
+        s.on_decoded(&r.ticket, spoken("Ask not. What your"));
         feed(&mut s, 600, true);
         let r = s.poll_request().unwrap();
-        let out = s.on_decoded(
-            DecodeKind::Partial,
-            r.start_ms,
-            spoken("Ask not. What your country"),
-        );
+        let out = s.on_decoded(&r.ticket, spoken("Ask not. What your country"));
         assert_eq!(out.len(), 2, "{out:?}");
         assert!(out[0].is_final && out[0].text() == "Ask not." && out[0].segment_id == 0);
         assert!(!out[1].is_final && out[1].text() == "What your country" && out[1].segment_id == 1);
         // The window now starts between "not." (ends 550 ms) and "What" (starts 600 ms).
         feed(&mut s, 600, true);
         let r = s.poll_request().unwrap();
-        assert_eq!(r.start_ms, 575);
+        assert_eq!(r.ticket.start_ms, 575);
         assert_eq!(r.prompt.as_deref(), Some("Ask not."));
     }
 
@@ -547,55 +655,108 @@ mod tests {
         let mut s = StreamingAsr::new(StreamingConfig::default());
         feed(&mut s, 2000, true);
         let r = s.poll_request().unwrap();
-        s.on_decoded(DecodeKind::Partial, r.start_ms, spoken("Ask knot. What"));
+        s.on_decoded(&r.ticket, spoken("Ask knot. What"));
         feed(&mut s, 600, true);
         let r = s.poll_request().unwrap();
-        let out = s.on_decoded(
-            DecodeKind::Partial,
-            r.start_ms,
-            spoken("Ask not. What your"),
-        );
+        let out = s.on_decoded(&r.ticket, spoken("Ask not. What your"));
         assert_eq!(out.len(), 1);
         assert!(!out[0].is_final);
     }
 
     #[test]
-    fn end_of_speech_triggers_a_final_decode_of_the_utterance() {
+    fn a_partial_that_heard_the_whole_utterance_becomes_its_final() {
         let mut s = StreamingAsr::new(StreamingConfig::default());
         feed(&mut s, 1000, true);
         let r = s.poll_request().unwrap();
-        s.on_decoded(DecodeKind::Partial, r.start_ms, spoken("hello"));
+        s.on_decoded(&r.ticket, spoken("hello"));
+        feed(&mut s, 300, true);
+        assert_eq!(
+            s.poll_request(),
+            None,
+            "less than a step since the last partial"
+        );
+        feed(&mut s, 128, false);
+        // The pause gets a covering decode at once, before a step of new audio.
+        let r = s.poll_request().expect("a covering partial");
+        assert_eq!(r.ticket.kind, DecodeKind::Partial);
+        assert!(s.take_ready().is_empty());
+        let out = s.on_decoded(&r.ticket, spoken("hello world"));
+        assert!(out.iter().all(|u| !u.is_final));
+        feed(&mut s, 500, false);
+        let out = s.take_ready();
+        assert_eq!(out.len(), 1);
+        assert!(out[0].is_final && out[0].text() == "hello world");
+        assert_eq!(s.poll_request(), None, "no final decode needed");
+        // A covering partial still in flight when the silence ends becomes the final.
+        feed(&mut s, 1000, true);
+        let r = s.poll_request().unwrap();
+        s.on_decoded(&r.ticket, spoken("next"));
+        feed(&mut s, 300, true);
+        feed(&mut s, 128, false);
+        let r = s.poll_request().unwrap();
+        feed(&mut s, 500, false);
+        assert_eq!(s.poll_request(), None);
+        let out = s.on_decoded(&r.ticket, spoken("next one"));
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert!(out[0].is_final && out[0].text() == "next one" && out[0].segment_id == 1);
+    }
+
+    #[test]
+    fn end_of_speech_triggers_a_final_decode_of_the_utterance() {
+        let mut s = StreamingAsr::new(StreamingConfig::default());
+        feed(&mut s, 600, true);
+        let r = s.poll_request().unwrap();
+        s.on_decoded(&r.ticket, spoken("hello"));
+        // The speech goes on past the last partial, then ends: that partial did not hear
+        // the end, so the utterance is decoded again.
+        feed(&mut s, 400, true);
         feed(&mut s, 600, false);
         let r = s.poll_request().expect("final after 500 ms of silence");
-        assert_eq!(r.kind, DecodeKind::Final);
+        assert_eq!(r.ticket.kind, DecodeKind::Final);
         // Speech plus 200 ms of padding, not the trailing silence.
-        assert_eq!(
-            r.audio.len() as u64,
-            (vad_windows(1000) * VAD_WINDOW) as u64 + 200 * SAMPLES_PER_MS
-        );
-        let out = s.on_decoded(DecodeKind::Final, r.start_ms, spoken("hello world."));
+        let speech = (vad_windows(600) + vad_windows(400)) * VAD_WINDOW;
+        assert_eq!(r.audio.len() as u64, speech as u64 + 200 * SAMPLES_PER_MS);
+        let out = s.on_decoded(&r.ticket, spoken("hello world."));
         assert_eq!(out.len(), 1);
         assert!(out[0].is_final && out[0].text() == "hello world.");
         // The next utterance gets the next segment id.
         feed(&mut s, 1000, true);
         s.end_stream();
         let r = s.poll_request().unwrap();
-        assert_eq!(r.kind, DecodeKind::Final);
-        let out = s.on_decoded(DecodeKind::Final, r.start_ms, spoken("again"));
+        assert_eq!(r.ticket.kind, DecodeKind::Final);
+        let out = s.on_decoded(&r.ticket, spoken("again"));
         assert_eq!(out[0].segment_id, 1);
         assert!(s.is_finished());
     }
 
     #[test]
-    fn a_final_waits_for_the_partial_in_flight() {
+    fn a_final_waits_for_a_partial_that_covers_it_and_not_for_one_that_cannot() {
+        // In flight and covering everything: the final waits for it and takes its words.
         let mut s = StreamingAsr::new(StreamingConfig::default());
         feed(&mut s, 1000, true);
         let partial = s.poll_request().unwrap();
         s.end_stream();
         assert_eq!(s.poll_request(), None);
-        assert!(!s.is_finished());
-        s.on_decoded(DecodeKind::Partial, partial.start_ms, spoken("hi"));
-        assert_eq!(s.poll_request().map(|r| r.kind), Some(DecodeKind::Final));
+        let out = s.on_decoded(&partial.ticket, spoken("hi"));
+        assert!(
+            out.len() == 1 && out[0].is_final && out[0].text() == "hi",
+            "{out:?}"
+        );
+        assert!(s.is_finished());
+
+        // In flight but deaf to the last 300 ms: abandoned, the final is decoded at once,
+        // and the late partial's words are ignored.
+        let mut s = StreamingAsr::new(StreamingConfig::default());
+        feed(&mut s, 1000, true);
+        let partial = s.poll_request().unwrap();
+        feed(&mut s, 300, true);
+        s.end_stream();
+        let last = s.poll_request().expect("a final without waiting");
+        assert_eq!(last.ticket.kind, DecodeKind::Final);
+        assert!(s.on_decoded(&partial.ticket, spoken("stale")).is_empty());
+        let out = s.on_decoded(&last.ticket, spoken("hi there"));
+        assert_eq!(out[0].text(), "hi there");
+        assert!(s.is_finished());
     }
 
     #[test]
@@ -603,10 +764,11 @@ mod tests {
         let mut s = StreamingAsr::new(StreamingConfig::default());
         feed(&mut s, 1000, true);
         let r = s.poll_request().unwrap();
-        s.on_decoded(DecodeKind::Partial, r.start_ms, spoken("so close"));
+        s.on_decoded(&r.ticket, spoken("so close"));
+        feed(&mut s, 300, true);
         s.end_stream();
         let r = s.poll_request().unwrap();
-        let out = s.on_failed(r.kind);
+        let out = s.on_failed(&r.ticket);
         assert_eq!(out.len(), 1);
         assert!(out[0].is_final && out[0].text() == "so close");
         assert!(s.is_finished());
@@ -617,7 +779,7 @@ mod tests {
         let mut s = StreamingAsr::new(StreamingConfig::default());
         feed(&mut s, 15_000, true);
         let r = s.poll_request().unwrap();
-        assert_eq!(r.kind, DecodeKind::Final);
+        assert_eq!(r.ticket.kind, DecodeKind::Final);
         assert!(r.audio.len() as u64 <= 15_000 * SAMPLES_PER_MS);
     }
 
@@ -629,11 +791,11 @@ mod tests {
         feed(&mut s, 1000, true); // utterance 2 starts...
         s.end_stream(); // ...and the stream ends mid-speech
         let r = s.poll_request().unwrap();
-        assert_eq!(r.kind, DecodeKind::Final);
-        s.on_decoded(DecodeKind::Final, r.start_ms, spoken("one"));
+        assert_eq!(r.ticket.kind, DecodeKind::Final);
+        s.on_decoded(&r.ticket, spoken("one"));
         let r = s.poll_request().expect("a final for the second utterance");
-        assert_eq!(r.kind, DecodeKind::Final);
-        let out = s.on_decoded(DecodeKind::Final, r.start_ms, spoken("two"));
+        assert_eq!(r.ticket.kind, DecodeKind::Final);
+        let out = s.on_decoded(&r.ticket, spoken("two"));
         assert_eq!((out[0].segment_id, out[0].text().as_str()), (1, "two"));
         assert!(s.is_finished());
         assert_eq!(s.poll_request(), None);
@@ -652,7 +814,7 @@ mod tests {
         let mut s = StreamingAsr::new(StreamingConfig::default());
         feed(&mut s, 1000, true);
         let r = s.poll_request().unwrap();
-        let out = s.on_decoded(DecodeKind::Partial, r.start_ms, spoken("[BLANK_AUDIO]"));
+        let out = s.on_decoded(&r.ticket, spoken("[BLANK_AUDIO]"));
         assert!(out.is_empty());
     }
 }

@@ -1,6 +1,75 @@
 //! `tolk-loadtest`: many simulated clients streaming real audio to tolk's WebSocket
-//! endpoint at real-time pace, measuring latency percentiles (issue 7).
+//! endpoint at real-time pace, measuring latency percentiles.
 //!
-//! It depends on `tolk-protocol` alone: it is a client, and speaks only the wire protocol.
-//! Empty until that work lands; the crate exists so the workspace has its final shape.
+//! It depends on `tolk-protocol` alone among tolk's crates: it is a client, and speaks
+//! only the wire protocol.
+//!
+//! Layout: [`audio`] (the clip and its frames), [`stream`] (one simulated client),
+//! [`report`] (histograms and the summary), [`run`] (many streams at once).
 #![forbid(unsafe_code)]
+
+pub mod audio;
+pub mod report;
+pub mod stream;
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use audio::Clip;
+use report::Summary;
+use stream::{run_stream, Live, StreamPlan, StreamReport};
+
+/// Run `streams` clients at once, started `ramp_up` apart in total; prints a progress
+/// line to stderr every second when `progress` is set.
+pub fn run(
+    plan: &StreamPlan,
+    clip: &Clip,
+    streams: usize,
+    ramp_up: Duration,
+    progress: bool,
+) -> (Summary, Vec<StreamReport>) {
+    let live = Arc::new(Live::default());
+    let start = Instant::now();
+    let reports = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..streams)
+            .map(|i| {
+                let live = live.clone();
+                let delay = if streams > 1 {
+                    ramp_up.mul_f64(i as f64 / (streams - 1) as f64)
+                } else {
+                    Duration::ZERO
+                };
+                scope.spawn(move || {
+                    std::thread::sleep(delay);
+                    run_stream(plan, clip, live)
+                })
+            })
+            .collect();
+        if progress {
+            let live = live.clone();
+            let handles_done = || handles.iter().all(|h| h.is_finished());
+            while !handles_done() {
+                eprint!(
+                    "\r[{:>5.1} s] streams {}/{}  partials {}  finals {}  errors {}   ",
+                    start.elapsed().as_secs_f64(),
+                    live.active.load(Ordering::Relaxed),
+                    streams,
+                    live.partials.load(Ordering::Relaxed),
+                    live.finals.load(Ordering::Relaxed),
+                    live.errors.load(Ordering::Relaxed)
+                );
+                std::thread::sleep(Duration::from_millis(250));
+            }
+            eprintln!();
+        }
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_default())
+            .collect::<Vec<_>>()
+    });
+    (
+        Summary::of(&reports, start.elapsed().as_secs_f64()),
+        reports,
+    )
+}

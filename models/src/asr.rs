@@ -14,6 +14,12 @@ pub struct RecognizeOptions {
     /// Text that precedes this audio (biases spelling and style; also used by streaming
     /// to carry committed text into the next window).
     pub initial_prompt: Option<String>,
+    /// Most tokens per segment: a guard against decoder loops, which otherwise run to
+    /// whisper's 224-token limit (seconds of CPU). `None`: no limit.
+    pub max_tokens: Option<u32>,
+    /// Retry at higher temperatures when a decode looks like a loop or is very unsure
+    /// (whisper's default); costs up to five more decodes.
+    pub temperature_fallback: bool,
 }
 
 impl Default for RecognizeOptions {
@@ -22,6 +28,8 @@ impl Default for RecognizeOptions {
             language: None,
             task: Task::Transcribe,
             initial_prompt: None,
+            max_tokens: None,
+            temperature_fallback: true,
         }
     }
 }

@@ -14,23 +14,39 @@ use whisper_rs::{
 
 use crate::asr::{AsrError, RecognizeOptions, Recognizer, SAMPLE_RATE};
 
-/// Encoder context used for clips that fit in it: 768 frames of 20 ms = 15.36 s.
+/// Encoder frames are 20 ms of audio; whisper's full context is 1500 frames (30 s).
+const FRAME_MS: u64 = 20;
+/// Frames of encoder context beyond the audio, rounded up to a multiple of [`CTX_STEP`].
 ///
-/// whisper.cpp encodes a full 30 s window (1500 frames) whatever the clip length, so short
-/// clips pay for 30 s. Measured on 2 cores (DESIGN.md): 768 changed no transcript and
-/// nearly halved the time; sizing the context to the exact clip length made the decoder
-/// loop, so the context is fixed, not fitted.
-pub const SHORT_AUDIO_CTX: i32 = 768;
-/// Longest clip (ms) recognised with [`SHORT_AUDIO_CTX`]; keeps a margin before 15.36 s.
-const SHORT_CLIP_MAX_MS: u64 = 15_000;
+/// whisper.cpp encodes a full 30 s window whatever the clip length, so short clips pay for
+/// 30 s; the encoder context can be cut to the audio. Cut exactly to the audio, the decoder
+/// can loop (DESIGN.md); with at least 64 frames (1.28 s) to spare, truncated JFK windows of
+/// 2–11 s gave the same words as the full context (BENCHMARKS.md), so 128 are kept.
+const CTX_MARGIN: u64 = 128;
+const CTX_STEP: u64 = 64;
+/// Below 384 frames (7.68 s) tiny.en looped on 0.7–1.5 s clips ("answer answer …" for
+/// 4 s of CPU) where 384 and up gave the right words: the context never goes lower.
+const CTX_MIN: u64 = 384;
+/// Clips longer than this use the full context: whisper.cpp then walks 30 s windows.
+const FITTED_CTX_MAX_MS: u64 = 27_000;
+
+/// The encoder context for a clip of `duration_ms`: fitted with a margin, or 0 (the
+/// model's full context) for long clips.
+pub fn fitted_audio_ctx(duration_ms: u64) -> i32 {
+    if duration_ms > FITTED_CTX_MAX_MS {
+        return 0;
+    }
+    let frames = duration_ms.div_ceil(FRAME_MS) + CTX_MARGIN;
+    (frames.div_ceil(CTX_STEP) * CTX_STEP).clamp(CTX_MIN, 1500) as i32
+}
 
 /// How a model is run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WhisperConfig {
     /// Threads per recognition (whisper.cpp's `n_threads`).
     pub threads: usize,
-    /// Encoder context: `None` picks [`SHORT_AUDIO_CTX`] for clips up to 15 s and the
-    /// model's full context otherwise; `Some(n)` forces `n` (0 = the model's own).
+    /// Encoder context: `None` fits it to each clip ([`fitted_audio_ctx`]); `Some(n)`
+    /// forces `n` (0 = the model's full 30 s).
     pub audio_ctx: Option<i32>,
     /// Use the GPU when whisper.cpp was built with one.
     pub use_gpu: bool,
@@ -157,11 +173,9 @@ pub struct WhisperWorker {
 
 impl WhisperWorker {
     fn audio_ctx_for(&self, duration_ms: u64) -> i32 {
-        match self.config.audio_ctx {
-            Some(n) => n,
-            None if duration_ms <= SHORT_CLIP_MAX_MS => SHORT_AUDIO_CTX,
-            None => 0,
-        }
+        self.config
+            .audio_ctx
+            .unwrap_or_else(|| fitted_audio_ctx(duration_ms))
     }
 
     /// Detect the spoken language from the first 30 s: (code, probability).
@@ -228,6 +242,12 @@ impl Recognizer for WhisperWorker {
         params.set_translate(options.task == Task::Translate);
         params.set_audio_ctx(self.audio_ctx_for(duration_ms));
         params.set_token_timestamps(true);
+        if let Some(max) = options.max_tokens {
+            params.set_max_tokens(max as i32);
+        }
+        if !options.temperature_fallback {
+            params.set_temperature_inc(0.0);
+        }
         params.set_no_context(true);
         params.set_print_special(false);
         params.set_print_progress(false);
@@ -329,4 +349,26 @@ impl Recognizer for WhisperWorker {
 
 fn centis_to_ms(t: i64) -> u64 {
     t.max(0) as u64 * 10
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn audio_ctx_is_fitted_with_a_margin_for_short_clips_only() {
+        assert_eq!(fitted_audio_ctx(0), 384);
+        assert_eq!(fitted_audio_ctx(3_000), 384); // 150 frames + 128 → 278 → 320 → the minimum
+        assert_eq!(fitted_audio_ctx(6_000), 448); // 300 + 128 → 428 → 448
+        assert_eq!(fitted_audio_ctx(11_000), 704); // 550 + 128 → 678 → 704
+        assert_eq!(fitted_audio_ctx(27_000), 1500);
+        assert_eq!(fitted_audio_ctx(27_001), 0);
+        for ms in (0..27_000).step_by(250) {
+            let ctx = fitted_audio_ctx(ms) as u64;
+            assert!(
+                ctx * FRAME_MS >= ms + CTX_MARGIN * FRAME_MS || ctx == 1500,
+                "{ms} ms → {ctx}"
+            );
+        }
+    }
 }

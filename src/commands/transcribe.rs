@@ -12,7 +12,7 @@ pub fn run(args: TranscribeArgs) -> Result<(), CommandError> {
     let options = RecognizeOptions {
         language: language_option(&args.whisper.language)?,
         task: args.task.into(),
-        initial_prompt: None,
+        ..Default::default()
     };
     // Read the audio first: a bad file fails fast, before a model is loaded.
     let audio = read_wav(&args.file)?;

@@ -467,7 +467,18 @@ impl Session {
         if stream.finalizing && vad_idle && !stream.asr.is_finished() {
             stream.asr.end_stream();
         }
-        if let Some(request) = stream.asr.poll_request() {
+        // Under load, partials come less often: with every worker busy and partials
+        // waiting, one more partial only delays everyone's finals.
+        let (_, waiting) = services.asr.queued();
+        let load = 1.0 + waiting as f64 / services.asr.workers() as f64;
+        let base_step = services.config.streaming.step_ms as f64;
+        stream.asr.set_step_ms((base_step * load.min(4.0)) as u64);
+        let ready = stream.asr.take_ready();
+        let request = stream.asr.poll_request();
+        if !ready.is_empty() {
+            self.deliver(ready, ctx);
+        }
+        if let Some(request) = request {
             self.decode(request, ctx);
         }
         self.maybe_complete(ctx);
@@ -478,13 +489,20 @@ impl Session {
         let Some(stream) = self.stream.as_mut() else {
             return;
         };
-        let kind = request.kind;
+        let ticket = request.ticket;
+        let audio_ms = request.audio.len() as u64 / 16;
+        let kind = ticket.kind;
         let options = RecognizeOptions {
             language: stream.language.clone(),
             task: stream.task,
             initial_prompt: request.prompt.clone(),
+            // Speech is 2–4 tokens a second; four times that stops a loop early.
+            max_tokens: Some(16 + (audio_ms / 1000) as u32 * 16),
+            // A partial is replaced within a step: not worth five more decodes.
+            temperature_fallback: kind == DecodeKind::Final,
         };
-        let priority = if kind == DecodeKind::Final {
+        // Finals, and partials likely to become finals, go before ordinary partials.
+        let priority = if ticket.urgent {
             Priority::High
         } else {
             Priority::Normal
@@ -492,7 +510,6 @@ impl Session {
         if kind == DecodeKind::Final && stream.final_asked.is_none() {
             stream.final_asked = Some(Instant::now());
         }
-        let start_ms = request.start_ms;
         match services.asr.submit(
             AsrRequest {
                 audio: request.audio,
@@ -509,6 +526,14 @@ impl Session {
                     let updates = match done {
                         Ok(done) => {
                             stream.asr_busy += done.busy;
+                            tracing::debug!(
+                                session = %act.id,
+                                ?kind,
+                                audio_ms,
+                                queued_ms = done.queued.as_millis() as u64,
+                                busy_ms = done.busy.as_millis() as u64,
+                                "decoded"
+                            );
                             match done.result {
                                 Ok(transcript) => {
                                     if stream.language.is_none() {
@@ -520,15 +545,15 @@ impl Session {
                                         .into_iter()
                                         .flat_map(|s| s.words)
                                         .collect();
-                                    stream.asr.on_decoded(kind, start_ms, words)
+                                    stream.asr.on_decoded(&ticket, words)
                                 }
                                 Err(e) => {
                                     tracing::error!(session = %act.id, "recognition failed: {e}");
-                                    stream.asr.on_failed(kind)
+                                    stream.asr.on_failed(&ticket)
                                 }
                             }
                         }
-                        Err(_) => stream.asr.on_failed(kind),
+                        Err(_) => stream.asr.on_failed(&ticket),
                     };
                     act.deliver(updates, ctx);
                     act.pump(ctx);
@@ -537,15 +562,15 @@ impl Session {
             Err(PoolError::Full(_)) if kind == DecodeKind::Partial => {
                 // Under load partials are skipped; the next step tries again.
                 stream.partials_dropped += 1;
-                stream.asr.on_failed(kind);
+                stream.asr.on_failed(&ticket);
             }
             Err(PoolError::Full(_)) => {
                 // Finals are never dropped: put the request back and try again shortly.
-                stream.asr.retry_later();
+                stream.asr.retry_later(&ticket);
                 ctx.run_later(FINAL_RETRY, |act, ctx| act.pump(ctx));
             }
             Err(e @ PoolError::Closed(_)) => {
-                let updates = stream.asr.on_failed(kind);
+                let updates = stream.asr.on_failed(&ticket);
                 self.deliver(updates, ctx);
                 self.error(
                     ctx,
