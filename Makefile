@@ -8,7 +8,7 @@ export TOLK_MODELS_DIR
 CARGO ?= cargo
 BIND ?= 127.0.0.1:8080
 
-.PHONY: run test setup build test-rust test-python bench fmt lint
+.PHONY: run test setup build test-rust test-python bench bench-streaming fmt lint
 
 ## Install everything, build, and serve on $(BIND).
 run: setup build
@@ -34,6 +34,11 @@ test-python:
 ## Real-time factor of file transcription (figures in BENCHMARKS.md).
 bench: setup build
 	./target/release/tolk bench --models base,base-q8_0,base-q4_0,tiny.en,tiny.en-q8_0 --threads 2 --runs 5
+
+## Streaming latency with 1 and 4 real-time streams (base-q4_0) and 8 (tiny.en).
+bench-streaming: setup build
+	scripts/bench-streaming.sh base-q4_0 1,2,4 34
+	scripts/bench-streaming.sh tiny.en 4,8 34
 
 fmt:
 	$(CARGO) fmt --all
