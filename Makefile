@@ -35,10 +35,12 @@ test-python:
 bench: setup build
 	./target/release/tolk bench --models base,base-q8_0,base-q4_0,tiny.en,tiny.en-q8_0 --threads 2 --runs 5
 
-## Streaming latency with 1 and 4 real-time streams (base-q4_0) and 8 (tiny.en).
+## Streaming latency: real-time streams of JFK, in step (worst case) and staggered.
 bench-streaming: setup build
 	scripts/bench-streaming.sh base-q4_0 1,2,4 34
-	scripts/bench-streaming.sh tiny.en 4,8 34
+	RAMP_UP=9 scripts/bench-streaming.sh base-q4_0 4,8 34
+	RAMP_UP=10.5 scripts/bench-streaming.sh tiny.en-q8_0 4,8 34
+	RAMP_UP=10.5 scripts/bench-streaming.sh tiny.en 8 34
 
 fmt:
 	$(CARGO) fmt --all
