@@ -5,6 +5,7 @@
 
 pub mod pcm;
 pub mod session;
+pub mod stream;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;

@@ -17,17 +17,14 @@ use actix_web_actors::ws;
 use base64::Engine as _;
 use tolk_actors::engines::{AsrRequest, VadRequest};
 use tolk_actors::pool::{PoolError, Priority};
-use tolk_actors::streaming::{DecodeKind, DecodeRequest, SegmentUpdate, StreamingAsr};
-use tolk_models::asr::RecognizeOptions;
+use tolk_actors::streaming::{DecodeKind, DecodeRequest, SegmentUpdate};
 use tolk_models::vad::VadState;
 use tolk_protocol::error::ErrorCode;
 use tolk_protocol::transcript::Task;
-use tolk_protocol::ws::{
-    AudioFormat, ClientMessage, FinalSegment, PartialResult, QualityMetrics, ServerMessage, Usage,
-};
+use tolk_protocol::ws::{AudioFormat, ClientMessage, ServerMessage};
 use tolk_protocol::PROTOCOL_VERSION;
 
-use super::pcm::FrameDecoder;
+use super::stream::{Phase, Stream};
 use super::{SessionSlot, StreamServices};
 
 /// How often the session checks its timers (heartbeat, idle, stream length).
@@ -46,36 +43,6 @@ pub struct Session {
     active_at: Instant,
     stream: Option<Stream>,
     streams_started: u32,
-}
-
-/// The state of one stream, from `start_stream` to `session_complete`.
-struct Stream {
-    id: String,
-    decoder: FrameDecoder,
-    asr: StreamingAsr,
-    /// `None` while the VAD job that owns it is in flight.
-    vad_state: Option<VadState>,
-    /// Samples (16 kHz) handed to the VAD so far.
-    vad_fed: u64,
-    received_16k: u64,
-    /// Language given, or detected on the first decode of an `auto` stream.
-    language: Option<String>,
-    task: Task,
-    interim_results: bool,
-    started: Instant,
-    first_audio: Option<Instant>,
-    /// Client audio received, in ms.
-    audio_ms: f64,
-    finalizing: bool,
-    segments: Vec<FinalSegment>,
-    partials_sent: u32,
-    partials_dropped: u32,
-    asr_busy: Duration,
-    /// When the final decode of the current utterance was asked for, for latency.
-    final_asked: Option<Instant>,
-    final_latencies_ms: Vec<u64>,
-    /// `too_fast` was reported; not repeated for every frame.
-    warned_too_fast: bool,
 }
 
 impl Session {
@@ -132,7 +99,10 @@ impl Session {
             self.last_ping = Instant::now();
             ctx.ping(b"tolk");
         }
-        let streaming = self.stream.as_ref().is_some_and(|s| !s.finalizing);
+        let streaming = self
+            .stream
+            .as_ref()
+            .is_some_and(|s| s.phase == Phase::Streaming);
         if self.active_at.elapsed() > config.idle_timeout {
             let what = if streaming {
                 "no audio or message"
@@ -155,7 +125,7 @@ impl Session {
             return;
         }
         if let Some(stream) = &self.stream {
-            if !stream.finalizing && stream.started.elapsed() > config.max_stream {
+            if stream.phase == Phase::Streaming && stream.started.elapsed() > config.max_stream {
                 self.error(
                     ctx,
                     ErrorCode::StreamTooLong,
@@ -235,7 +205,11 @@ impl Session {
                 }
             }
             ClientMessage::EndStream {} => {
-                if self.stream.as_ref().is_none_or(|s| s.finalizing) {
+                if self
+                    .stream
+                    .as_ref()
+                    .is_none_or(|s| s.phase == Phase::Finalizing)
+                {
                     return self.error(
                         ctx,
                         ErrorCode::StreamNotStarted,
@@ -306,34 +280,14 @@ impl Session {
     ) {
         let services = self.services();
         self.streams_started += 1;
-        let id = format!("strm_{}", uuid::Uuid::new_v4().simple());
-        self.stream = Some(Stream {
-            id: id.clone(),
-            decoder: FrameDecoder::new(format),
-            asr: StreamingAsr::new(services.config.streaming.clone()),
-            vad_state: Some(VadState::default()),
-            vad_fed: 0,
-            received_16k: 0,
-            language,
-            task,
-            interim_results,
-            started: Instant::now(),
-            first_audio: None,
-            audio_ms: 0.0,
-            finalizing: false,
-            segments: Vec::new(),
-            partials_sent: 0,
-            partials_dropped: 0,
-            asr_busy: Duration::ZERO,
-            final_asked: None,
-            final_latencies_ms: Vec::new(),
-            warned_too_fast: false,
-        });
-        tracing::info!(session = %self.id, stream = %id, ?format, "stream started");
+        let stream = Stream::new(format, language, task, interim_results, &services.config);
+        let stream_id = stream.id.clone();
+        tracing::info!(session = %self.id, stream = %stream_id, ?format, "stream started");
+        self.stream = Some(stream);
         self.send(
             ctx,
             &ServerMessage::StreamReady {
-                stream_id: id,
+                stream_id,
                 buffer_ms: services.config.burst_ms as u32,
                 chunk_ms: 100,
             },
@@ -341,7 +295,7 @@ impl Session {
     }
 
     fn on_audio(&mut self, bytes: &[u8], ctx: &mut ws::WebsocketContext<Self>) {
-        let config = self.slot.services().config.clone();
+        let services = self.services();
         let Some(stream) = self.stream.as_mut() else {
             return self.error(
                 ctx,
@@ -349,69 +303,19 @@ impl Session {
                 "audio before start_stream",
             );
         };
-        if stream.finalizing {
-            return self.error(
-                ctx,
-                ErrorCode::StreamNotStarted,
-                "audio after end_stream: start a new stream",
-            );
+        match stream.accept_audio(bytes, &services.config) {
+            Ok(true) => self.pump(ctx),
+            Ok(false) => {}
+            Err((code, message)) => self.error(ctx, code, message),
         }
-        if bytes.len() > config.max_frame_bytes {
-            let max = config.max_frame_bytes;
-            return self.error(
-                ctx,
-                ErrorCode::FrameTooLarge,
-                format!("frame of {} bytes; the limit is {max}", bytes.len()),
-            );
-        }
-        let frame_ms = stream.decoder.duration_ms(bytes.len());
-        // Pace: audio may run ahead of the wall clock by `burst_ms`, and no faster than
-        // `max_realtime_factor` sustained.
-        let first = *stream.first_audio.get_or_insert_with(Instant::now);
-        let allowed = first.elapsed().as_secs_f64() * 1000.0 * config.max_realtime_factor as f64
-            + config.burst_ms as f64;
-        if stream.audio_ms + frame_ms > allowed {
-            let warned = std::mem::replace(&mut stream.warned_too_fast, true);
-            if !warned {
-                let message = format!(
-                    "audio arrives faster than {}x real time: frames are being dropped; send at real-time pace",
-                    config.max_realtime_factor
-                );
-                self.error(ctx, ErrorCode::TooFast, message);
-            }
-            return;
-        }
-        let buffered_ms = stream.asr.window_len() as u64 / 16;
-        if buffered_ms > config.max_buffer_ms {
-            stream.partials_dropped += 1;
-            let message = format!("{buffered_ms} ms of audio are waiting for recognition: the server is behind, frame dropped");
-            return self.error(ctx, ErrorCode::Overloaded, message);
-        }
-        let samples = match stream.decoder.decode(bytes) {
-            Ok(samples) => samples,
-            Err(e) => return self.error(ctx, ErrorCode::UnsupportedAudioFormat, e),
-        };
-        stream.warned_too_fast = false;
-        stream.audio_ms += frame_ms;
-        stream.received_16k += samples.len() as u64;
-        stream.asr.push_audio(&samples);
-        self.pump(ctx);
     }
 
     fn end_stream(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
-        let Some(stream) = self.stream.as_mut() else {
-            return;
-        };
-        if stream.finalizing {
-            return;
+        // The VAD catches up first (pump), then the recogniser is told the stream ended,
+        // so the last words are judged before the final decode.
+        if self.stream.as_mut().is_some_and(Stream::finish_input) {
+            self.pump(ctx);
         }
-        stream.finalizing = true;
-        let tail = stream.decoder.flush();
-        stream.received_16k += tail.len() as u64;
-        stream.asr.push_audio(&tail);
-        // The VAD catches up first (pump), then the stream is ended, so the last words
-        // are judged before the final decode.
-        self.pump(ctx);
     }
 
     /// Start whatever work is due: VAD over new audio, then the next decode.
@@ -464,7 +368,7 @@ impl Session {
             }
         }
         let vad_idle = stream.vad_state.is_some() && stream.vad_fed == stream.received_16k;
-        if stream.finalizing && vad_idle && !stream.asr.is_finished() {
+        if stream.phase == Phase::Finalizing && vad_idle && !stream.asr.is_finished() {
             stream.asr.end_stream();
         }
         // Under load, partials come less often: with every worker busy and partials
@@ -492,24 +396,13 @@ impl Session {
         let ticket = request.ticket;
         let audio_ms = request.audio.len() as u64 / 16;
         let kind = ticket.kind;
-        let options = RecognizeOptions {
-            language: stream.language.clone(),
-            task: stream.task,
-            initial_prompt: request.prompt.clone(),
-            // Speech is 2–4 tokens a second; four times that stops a loop early.
-            max_tokens: Some(16 + (audio_ms / 1000) as u32 * 16),
-            // A partial is replaced within a step: not worth five more decodes.
-            temperature_fallback: kind == DecodeKind::Final,
-        };
+        let options = stream.recognize_options(&request);
         // Finals, and partials likely to become finals, go before ordinary partials.
         let priority = if ticket.urgent {
             Priority::High
         } else {
             Priority::Normal
         };
-        if kind == DecodeKind::Final && stream.final_asked.is_none() {
-            stream.final_asked = Some(Instant::now());
-        }
         match services.asr.submit(
             AsrRequest {
                 audio: request.audio,
@@ -586,102 +479,25 @@ impl Session {
         let Some(stream) = self.stream.as_mut() else {
             return;
         };
-        let mut messages = Vec::new();
-        for update in updates {
-            let result = PartialResult {
-                segment_id: update.segment_id,
-                transcript: update.text(),
-                translation: None,
-                confidence: update.confidence(),
-                is_final: update.is_final,
-                start_ms: update.start_ms(),
-                end_ms: update.end_ms(),
-                words: Some(update.words.clone()),
-            };
-            if update.is_final {
-                if let Some(asked) = stream.final_asked.take() {
-                    stream
-                        .final_latencies_ms
-                        .push(asked.elapsed().as_millis() as u64);
-                }
-                stream.segments.push(FinalSegment {
-                    segment_id: result.segment_id,
-                    start_ms: result.start_ms,
-                    end_ms: result.end_ms,
-                    transcript: result.transcript.clone(),
-                    translation: None,
-                    confidence: result.confidence,
-                });
-            } else if !stream.interim_results {
-                continue;
-            } else {
-                stream.partials_sent += 1;
-            }
-            messages.push(ServerMessage::PartialResult(result));
-        }
-        for m in &messages {
-            self.send(ctx, m);
+        for message in stream.messages_for(updates) {
+            self.send(ctx, &message);
         }
     }
 
-    /// After `end_stream`, once everything is committed: `final_result`, `session_complete`.
+    /// Finalizing → Connected: once everything is committed, `final_result` and
+    /// `session_complete`; a new stream may start.
     fn maybe_complete(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
-        let done = self
-            .stream
-            .as_ref()
-            .is_some_and(|s| s.finalizing && s.asr.is_finished());
-        if !done {
+        if !self.stream.as_ref().is_some_and(Stream::is_complete) {
             return;
         }
         let Some(stream) = self.stream.take() else {
             return;
         };
-        let complete_transcript = stream
-            .segments
-            .iter()
-            .map(|s| s.transcript.as_str())
-            .collect::<Vec<_>>()
-            .join(" ");
-        let average_confidence = if stream.segments.is_empty() {
-            0.0
-        } else {
-            stream.segments.iter().map(|s| s.confidence).sum::<f32>() / stream.segments.len() as f32
-        };
-        let mean_final_latency_ms = (!stream.final_latencies_ms.is_empty()).then(|| {
-            stream.final_latencies_ms.iter().sum::<u64>() / stream.final_latencies_ms.len() as u64
-        });
-        let audio_seconds = stream.audio_ms / 1000.0;
-        self.send(
-            ctx,
-            &ServerMessage::FinalResult {
-                complete_transcript,
-                final_translation: None,
-                language: stream.language.clone().unwrap_or_else(|| "und".into()),
-                quality_metrics: QualityMetrics {
-                    average_confidence,
-                    audio_ms: stream.audio_ms as u64,
-                    speech_ms: stream.asr.speech_ms(),
-                    segments: stream.segments.len() as u32,
-                    partials_sent: stream.partials_sent,
-                    partials_dropped: stream.partials_dropped,
-                    mean_final_latency_ms,
-                },
-                segments: stream.segments,
-            },
-        );
-        self.send(
-            ctx,
-            &ServerMessage::SessionComplete {
-                session_id: self.id.clone(),
-                stream_id: stream.id.clone(),
-                total_duration_ms: stream.started.elapsed().as_millis() as u64,
-                usage: Usage {
-                    audio_seconds,
-                    asr_seconds: stream.asr_busy.as_secs_f64(),
-                },
-            },
-        );
-        tracing::info!(session = %self.id, stream = %stream.id, audio_seconds, "stream complete");
+        let stream_id = stream.id.clone();
+        for message in stream.completion(&self.id) {
+            self.send(ctx, &message);
+        }
+        tracing::info!(session = %self.id, stream = %stream_id, "stream complete");
     }
 }
 
