@@ -106,32 +106,22 @@ fn main() -> ExitCode {
         eprint!("{}", summary.table());
         results.push(summary);
     }
+    // The largest concurrency that dropped nothing and kept p95 final latency in bound.
+    let best = results
+        .iter()
+        .filter(|s| {
+            s.dropped == 0 && s.final_latency_ms.count > 0 && s.final_latency_ms.p95 <= args.slo_ms
+        })
+        .map(|s| s.streams)
+        .max();
     if args.json {
         let last = if results.len() == 1 {
             serde_json::to_value(&results[0]).unwrap_or_default()
         } else {
-            let best = results
-                .iter()
-                .filter(|s| {
-                    s.dropped == 0
-                        && s.final_latency_ms.count > 0
-                        && s.final_latency_ms.p95 <= args.slo_ms
-                })
-                .map(|s| s.streams)
-                .max();
             json!({ "sweep": results, "slo_ms": args.slo_ms, "max_streams_within_slo": best })
         };
         println!("{last}");
     } else if results.len() > 1 {
-        let best = results
-            .iter()
-            .filter(|s| {
-                s.dropped == 0
-                    && s.final_latency_ms.count > 0
-                    && s.final_latency_ms.p95 <= args.slo_ms
-            })
-            .map(|s| s.streams)
-            .max();
         match best {
             Some(n) => println!("largest N with p95 final latency ≤ {} ms: {n}", args.slo_ms),
             None => println!("no level kept p95 final latency ≤ {} ms", args.slo_ms),
