@@ -5,6 +5,7 @@
 //! - [`wav`], [`resample`], [`audio`]: reading any WAV into 16 kHz mono.
 //! - [`registry`]: what is installed in the models directory and what it offers.
 //! - [`vad`]: the `VoiceDetector` trait and Silero VAD on ONNX Runtime.
+//! - [`translate`]: the `Translator` trait, Bergamot and Apertium behind it, routing by pair.
 //!
 //! Engines are synchronous and CPU-bound: callers run them on dedicated threads.
 
@@ -12,6 +13,7 @@ pub mod asr;
 pub mod audio;
 pub mod registry;
 pub mod resample;
+pub mod translate;
 pub mod vad;
 pub mod wav;
 pub mod whisper;

@@ -28,7 +28,7 @@ pub const MODELS_DIR_ENV: &str = "TOLK_MODELS_DIR";
 /// Default models directory, relative to the working directory.
 pub const DEFAULT_MODELS_DIR: &str = "models/cache";
 /// Where Debian's apertium packages install their translation modes.
-const APERTIUM_MODES: &str = "/usr/share/apertium/modes";
+pub const APERTIUM_MODES: &str = "/usr/share/apertium/modes";
 
 /// The models directory: `$TOLK_MODELS_DIR`, else `models/cache`.
 pub fn models_dir() -> PathBuf {
@@ -222,7 +222,7 @@ fn vad_models(dir: &Path) -> Vec<ModelInfo> {
 }
 
 /// A Bergamot model directory holds `model.<src><tgt>.intgemm.alphas.bin`.
-fn bergamot_models(dir: &Path) -> Vec<ModelInfo> {
+pub(crate) fn bergamot_models(dir: &Path) -> Vec<ModelInfo> {
     files_in(&dir.join("bergamot"))
         .into_iter()
         .filter(|p| p.is_dir())
