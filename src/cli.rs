@@ -29,6 +29,8 @@ pub enum Command {
     Models(ModelsArgs),
     /// Measure the real-time factor of file transcription.
     Bench(BenchArgs),
+    /// Translate text between two languages with the installed models.
+    Translate(TranslateArgs),
 }
 
 /// Options shared by every command that loads models.
@@ -94,6 +96,20 @@ pub struct TranscribeArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct TranslateArgs {
+    /// Source language (ISO 639-1).
+    #[arg(long)]
+    pub from: String,
+    /// Target language (ISO 639-1).
+    #[arg(long)]
+    pub to: String,
+    /// The text to translate.
+    pub text: String,
+    #[command(flatten)]
+    pub dir: ModelsDirArg,
+}
+
+#[derive(Debug, Args)]
 pub struct ModelsArgs {
     /// Print JSON (the body of GET /api/v1/models).
     #[arg(long)]
@@ -136,6 +152,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Transcribe(args) => commands::transcribe::run(args),
         Command::Models(args) => commands::models::run(args),
         Command::Bench(args) => commands::bench::run(args),
+        Command::Translate(args) => commands::translate::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -5,7 +5,7 @@
 //! docs/protocol.md). Models are loaded before the server listens.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,14 +13,17 @@ use std::time::Duration;
 use actix_web::{web, App, HttpResponse, HttpServer};
 use clap::Args;
 use serde_json::json;
-use tolk_actors::engines::{AsrEngine, AsrPool, VadEngine, VadPool};
+use tolk_actors::engines::{
+    AsrEngine, AsrPool, TranslationEngine, TranslationPool, VadEngine, VadPool,
+};
 use tolk_actors::pool::Pool;
 use tolk_actors::streaming::StreamingConfig;
 use tolk_models::asr::Recognizer;
-use tolk_models::registry::{resolve_whisper_model, Registry};
+use tolk_models::registry::{resolve_whisper_model, Registry, APERTIUM_MODES};
+use tolk_models::translate::TranslationCatalog;
 use tolk_models::vad::{init_onnxruntime, SileroVad, VoiceDetector};
 use tolk_models::whisper::{all_languages, WhisperConfig, WhisperModel};
-use tolk_protocol::catalog::ModelsResponse;
+use tolk_protocol::catalog::{LanguagesResponse, ModelsResponse, TranslationPair};
 use tolk_protocol::error::{ErrorBody, ErrorCode, ErrorDetail};
 
 use crate::commands::CommandError;
@@ -110,6 +113,49 @@ async fn models(state: web::Data<AppState>) -> HttpResponse {
     })
 }
 
+/// `GET /api/v1/languages`: what can be recognised, and every pair that can be translated
+/// (direct, or through an English pivot), with the engines used.
+async fn languages(state: web::Data<AppState>) -> HttpResponse {
+    let Some(services) = &state.streaming else {
+        return error_response(ErrorCode::Overloaded, "no models are loaded");
+    };
+    let catalog = &services.catalog;
+    let mut pairs = Vec::new();
+    if services.multilingual {
+        pairs.push(TranslationPair {
+            source: "*".into(),
+            target: "en".into(),
+            backends: vec!["whisper".into()],
+            via: None,
+        });
+    }
+    let text_languages = catalog.languages();
+    for source in &text_languages {
+        for target in &text_languages {
+            if let Some(route) = catalog.route(source, target) {
+                pairs.push(TranslationPair {
+                    source: source.clone(),
+                    target: target.clone(),
+                    backends: route
+                        .hops
+                        .iter()
+                        .map(|h| h.backend.name().to_string())
+                        .collect(),
+                    via: route.via().map(str::to_string),
+                });
+            }
+        }
+    }
+    let mut target_languages: Vec<String> = pairs.iter().map(|p| p.target.clone()).collect();
+    target_languages.sort();
+    target_languages.dedup();
+    HttpResponse::Ok().json(LanguagesResponse {
+        source_languages: services.languages.clone(),
+        target_languages,
+        pairs,
+    })
+}
+
 async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     let mut out = String::new();
     if let Some(s) = &state.streaming {
@@ -136,7 +182,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/healthz", web::get().to(healthz))
         .route("/metrics", web::get().to(metrics))
         .route("/ws/translate", web::get().to(ws::translate))
-        .service(web::scope("/api/v1").route("/models", web::get().to(models)));
+        .service(
+            web::scope("/api/v1")
+                .route("/models", web::get().to(models))
+                .route("/languages", web::get().to(languages)),
+        );
 }
 
 /// Load the streaming models and start the pools.
@@ -182,6 +232,17 @@ fn start_streaming(args: &ServeArgs) -> Result<StreamServices, CommandError> {
         SileroVad::load(&vad_path).map(|v| VadEngine(Box::new(v) as Box<dyn VoiceDetector>))
     })
     .map_err(|e| CommandError::Config(e.to_string()))?;
+    let catalog = Arc::new(TranslationCatalog::discover(
+        &args.models_dir,
+        Path::new(APERTIUM_MODES),
+    ));
+    // One translation worker: a sentence takes milliseconds (Bergamot) to ~0.2 s (Apertium).
+    let translation: TranslationPool = {
+        let catalog = catalog.clone();
+        Pool::start("translate", 1, capacity, move |_| {
+            Ok::<_, CommandError>(TranslationEngine::new(catalog.clone()))
+        })?
+    };
     let languages = if model.is_multilingual() {
         all_languages()
     } else {
@@ -196,6 +257,8 @@ fn start_streaming(args: &ServeArgs) -> Result<StreamServices, CommandError> {
     Ok(StreamServices {
         asr,
         vad,
+        translation,
+        catalog,
         config: ws_config,
         model: model.name().to_string(),
         multilingual: model.is_multilingual(),

@@ -1,7 +1,11 @@
 //! The `tolk-models` engines as pool engines: request in, response out, state carried by
 //! the request so any worker serves any stream.
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
 use tolk_models::asr::{AsrError, RecognizeOptions, Recognizer};
+use tolk_models::translate::{self, Route, TranslateError, TranslationCatalog, Translator};
 use tolk_models::vad::{VadError, VadState, VoiceDetector};
 use tolk_protocol::transcript::Transcript;
 
@@ -57,3 +61,62 @@ impl<V: VoiceDetector + 'static> Engine for VadEngine<V> {
 /// session plumbing can run a fake recogniser.
 pub type AsrPool = Pool<AsrEngine<Box<dyn Recognizer>>>;
 pub type VadPool = Pool<VadEngine<Box<dyn VoiceDetector>>>;
+
+/// Translate `text` from `source` to `target` (ISO 639-1).
+pub struct TranslateRequest {
+    pub source: String,
+    pub target: String,
+    pub text: String,
+}
+
+pub struct TranslateResponse {
+    pub text: String,
+    /// The route taken, e.g. "es→en (apertium) →pt (bergamot)".
+    pub route: String,
+}
+
+/// Runs whatever translator a request's language pair needs, opening each route once per
+/// worker and keeping it: any worker serves any pair.
+pub struct TranslationEngine {
+    catalog: Arc<TranslationCatalog>,
+    open: HashMap<(String, String), (Route, Box<dyn Translator>)>,
+}
+
+impl TranslationEngine {
+    pub fn new(catalog: Arc<TranslationCatalog>) -> Self {
+        Self {
+            catalog,
+            open: HashMap::new(),
+        }
+    }
+}
+
+impl Engine for TranslationEngine {
+    type Request = TranslateRequest;
+    type Response = TranslateResponse;
+    type Error = TranslateError;
+    fn process(&mut self, request: TranslateRequest) -> Result<TranslateResponse, TranslateError> {
+        let key = (request.source.clone(), request.target.clone());
+        if !self.open.contains_key(&key) {
+            let route = self
+                .catalog
+                .route(&request.source, &request.target)
+                .ok_or_else(|| TranslateError::Route {
+                    route: format!("{}→{}", request.source, request.target),
+                    reason: "no installed translation covers this pair",
+                })?;
+            let translator = translate::open(&route)?;
+            self.open.insert(key.clone(), (route, translator));
+        }
+        let (route, translator) = self
+            .open
+            .get_mut(&key)
+            .expect("inserted just above when missing");
+        Ok(TranslateResponse {
+            text: translator.translate(&request.text)?,
+            route: route.to_string(),
+        })
+    }
+}
+
+pub type TranslationPool = Pool<TranslationEngine>;

@@ -55,3 +55,26 @@ pub struct ModelsResponse {
     pub models_dir: String,
     pub models: Vec<ModelInfo>,
 }
+
+/// One language pair a server can translate, and how.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TranslationPair {
+    pub source: String,
+    pub target: String,
+    /// Engines along the way, in order (`bergamot`, `apertium`, or `whisper` for speech
+    /// translation to English).
+    pub backends: Vec<String>,
+    /// The pivot language when there is no direct model (`es→pt` via `en`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub via: Option<String>,
+}
+
+/// Body of `GET /api/v1/languages`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LanguagesResponse {
+    /// Languages speech can be recognised in (`source_lang`; `auto` detects among them).
+    pub source_languages: Vec<String>,
+    /// Languages text can be translated into (`target_lang`).
+    pub target_languages: Vec<String>,
+    pub pairs: Vec<TranslationPair>,
+}

@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod models;
 pub mod transcribe;
+pub mod translate;
 
 use tolk_models::asr::AsrError;
 use tolk_models::audio::AudioError;
@@ -17,6 +18,9 @@ pub enum CommandError {
     Asr(#[from] AsrError),
     #[error("{0}")]
     Config(String),
+    /// A request the installed models cannot serve (exit code 2).
+    #[error("{0}")]
+    Unsupported(String),
     #[error("{0}")]
     Other(#[from] anyhow::Error),
 }
@@ -24,7 +28,7 @@ pub enum CommandError {
 impl CommandError {
     pub fn exit_code(&self) -> u8 {
         match self {
-            CommandError::Input(_) => 2,
+            CommandError::Input(_) | CommandError::Unsupported(_) => 2,
             CommandError::Asr(AsrError::UnknownLanguage(_) | AsrError::EnglishOnly { .. }) => 2,
             _ => 1,
         }

@@ -13,8 +13,9 @@ use std::time::Duration;
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use actix_web_actors::ws;
-use tolk_actors::engines::{AsrPool, VadPool};
+use tolk_actors::engines::{AsrPool, TranslationPool, VadPool};
 use tolk_actors::streaming::StreamingConfig;
+use tolk_models::translate::TranslationCatalog;
 use tolk_protocol::error::ErrorCode;
 use tolk_protocol::ws::Limits;
 
@@ -78,6 +79,9 @@ impl WsConfig {
 pub struct StreamServices {
     pub asr: AsrPool,
     pub vad: VadPool,
+    pub translation: TranslationPool,
+    /// Installed translation pairs.
+    pub catalog: Arc<TranslationCatalog>,
     pub config: WsConfig,
     /// Name of the loaded whisper model.
     pub model: String,

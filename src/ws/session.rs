@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use actix_web_actors::ws;
 use base64::Engine as _;
-use tolk_actors::engines::{AsrRequest, VadRequest};
+use tolk_actors::engines::{AsrRequest, TranslateRequest, VadRequest};
 use tolk_actors::pool::{PoolError, Priority};
 use tolk_actors::streaming::{DecodeKind, DecodeRequest, SegmentUpdate};
 use tolk_models::vad::VadState;
@@ -24,7 +24,7 @@ use tolk_protocol::transcript::Task;
 use tolk_protocol::ws::{AudioFormat, ClientMessage, ServerMessage};
 use tolk_protocol::PROTOCOL_VERSION;
 
-use super::stream::{Phase, Stream};
+use super::stream::{Phase, Stream, TranslationJob};
 use super::{SessionSlot, StreamServices};
 
 /// How often the session checks its timers (heartbeat, idle, stream length).
@@ -167,7 +167,14 @@ impl Session {
                             return self.error(ctx, ErrorCode::UnsupportedLanguage, message)
                         }
                     };
-                self.start_stream(ctx, audio_format, language, task, interim_results);
+                self.start_stream(
+                    ctx,
+                    audio_format,
+                    language,
+                    task,
+                    interim_results,
+                    target_lang,
+                );
             }
             ClientMessage::AudioChunk {
                 audio_data,
@@ -250,11 +257,25 @@ impl Session {
             source.as_deref()
         };
         if let Some(target) = target {
-            let same = text_lang == Some(target);
-            if !same {
+            let catalog = &services.catalog;
+            let reachable = match text_lang {
+                Some(from) => from == target || catalog.route(from, target).is_some(),
+                // Detected later: some installed route must lead to the target.
+                None => catalog
+                    .languages()
+                    .iter()
+                    .any(|from| from == target || catalog.route(from, target).is_some()),
+            };
+            if !reachable {
+                let pairs: Vec<String> = catalog
+                    .pairs()
+                    .into_iter()
+                    .map(|(s, t, b)| format!("{s}→{t} ({b})"))
+                    .collect();
                 return Err(format!(
-                    "no translation to '{target}' is available yet; leave target_lang out, set it to the source \
-                     language, or use task \"translate\" with target_lang \"en\""
+                    "no translation from '{}' to '{target}' is installed; available: {} (others pivot through en)",
+                    text_lang.unwrap_or("auto"),
+                    if pairs.is_empty() { "none".into() } else { pairs.join(", ") }
                 ));
             }
         }
@@ -277,10 +298,18 @@ impl Session {
         language: Option<String>,
         task: Task,
         interim_results: bool,
+        target: Option<String>,
     ) {
         let services = self.services();
         self.streams_started += 1;
-        let stream = Stream::new(format, language, task, interim_results, &services.config);
+        let stream = Stream::new(
+            format,
+            language,
+            task,
+            interim_results,
+            target,
+            &services.config,
+        );
         let stream_id = stream.id.clone();
         tracing::info!(session = %self.id, stream = %stream_id, ?format, "stream started");
         self.stream = Some(stream);
@@ -479,8 +508,75 @@ impl Session {
         let Some(stream) = self.stream.as_mut() else {
             return;
         };
-        for message in stream.messages_for(updates) {
+        let jobs = stream.take_updates(updates);
+        let stream_id = stream.id.clone();
+        for job in jobs {
+            self.translate(job, stream_id.clone(), ctx);
+        }
+        self.flush(ctx);
+    }
+
+    /// Send the results that are ready, in order.
+    fn flush(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
+        let Some(stream) = self.stream.as_mut() else {
+            return;
+        };
+        for message in stream.ready() {
             self.send(ctx, &message);
+        }
+    }
+
+    /// Translate a committed segment on the translation pool; its result is held back
+    /// until then (a failure sends it untranslated, with an error).
+    fn translate(
+        &mut self,
+        job: TranslationJob,
+        stream_id: String,
+        ctx: &mut ws::WebsocketContext<Self>,
+    ) {
+        let services = self.services();
+        let segment_id = job.segment_id;
+        let request = TranslateRequest {
+            source: job.source,
+            target: job.target,
+            text: job.text,
+        };
+        match services.translation.submit(request, Priority::High) {
+            Ok(rx) => {
+                ctx.spawn(fut::wrap_future::<_, Self>(rx).map(move |done, act, ctx| {
+                    let Some(stream) = act.stream.as_mut().filter(|s| s.id == stream_id) else {
+                        return;
+                    };
+                    let failure = match done.map(|d| d.result) {
+                        Ok(Ok(response)) => {
+                            stream.on_translated(segment_id, Some(response.text));
+                            None
+                        }
+                        Ok(Err(e)) => Some(e.to_string()),
+                        Err(_) => Some("the translation pool shut down".to_string()),
+                    };
+                    if let Some(reason) = failure {
+                        stream.on_translated(segment_id, None);
+                        act.error(
+                            ctx,
+                            ErrorCode::UnsupportedLanguage,
+                            format!("segment {segment_id} was not translated: {reason}"),
+                        );
+                    }
+                    act.flush(ctx);
+                    act.maybe_complete(ctx);
+                }));
+            }
+            Err(e) => {
+                if let Some(stream) = self.stream.as_mut() {
+                    stream.on_translated(segment_id, None);
+                }
+                self.error(
+                    ctx,
+                    ErrorCode::Overloaded,
+                    format!("segment {segment_id} was not translated: {e}"),
+                );
+            }
         }
     }
 

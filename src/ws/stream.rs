@@ -2,6 +2,7 @@
 //! (limits, pacing, decoding), its recognition state, and what it has committed. No I/O:
 //! the session actor feeds it and sends what it returns.
 
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use tolk_actors::streaming::{DecodeKind, DecodeRequest, SegmentUpdate, StreamingAsr};
@@ -55,6 +56,24 @@ pub struct Stream {
     final_latencies_ms: Vec<u64>,
     /// `too_fast` was reported for the current burst; not repeated for every frame.
     warned_too_fast: bool,
+    /// Language to translate committed segments into.
+    pub target: Option<String>,
+    /// Results in the order they must reach the client; a committed segment waits here for
+    /// its translation, and everything after it waits behind it.
+    outbox: VecDeque<Outgoing>,
+}
+
+struct Outgoing {
+    result: PartialResult,
+    awaiting_translation: bool,
+}
+
+/// A committed segment to translate.
+pub struct TranslationJob {
+    pub segment_id: u32,
+    pub source: String,
+    pub target: String,
+    pub text: String,
 }
 
 impl Stream {
@@ -63,6 +82,7 @@ impl Stream {
         language: Option<String>,
         task: Task,
         interim_results: bool,
+        target: Option<String>,
         config: &WsConfig,
     ) -> Self {
         Self {
@@ -86,6 +106,8 @@ impl Stream {
             final_asked: None,
             final_latencies_ms: Vec::new(),
             warned_too_fast: false,
+            target,
+            outbox: VecDeque::new(),
         }
     }
 
@@ -157,7 +179,17 @@ impl Stream {
 
     /// Everything is committed: `final_result` may be sent.
     pub fn is_complete(&self) -> bool {
-        self.phase == Phase::Finalizing && self.asr.is_finished()
+        self.phase == Phase::Finalizing && self.asr.is_finished() && self.outbox.is_empty()
+    }
+
+    /// The language of the text being committed: English for speech translation, else
+    /// the spoken language (once known).
+    fn text_language(&self) -> Option<&str> {
+        if self.task == Task::Translate {
+            Some("en")
+        } else {
+            self.language.as_deref()
+        }
     }
 
     /// How to recognise a request of this stream.
@@ -178,9 +210,10 @@ impl Stream {
         }
     }
 
-    /// The messages for segment updates; committed segments are recorded.
-    pub fn messages_for(&mut self, updates: Vec<SegmentUpdate>) -> Vec<ServerMessage> {
-        let mut messages = Vec::new();
+    /// Take segment updates: committed segments are recorded, and those that need a
+    /// translation are returned as jobs. Send what `ready()` gives afterwards.
+    pub fn take_updates(&mut self, updates: Vec<SegmentUpdate>) -> Vec<TranslationJob> {
+        let mut jobs = Vec::new();
         for update in updates {
             let result = PartialResult {
                 segment_id: update.segment_id,
@@ -192,6 +225,10 @@ impl Stream {
                 end_ms: update.end_ms(),
                 words: Some(update.words),
             };
+            if !result.is_final && !self.interim_results {
+                continue;
+            }
+            let mut awaiting_translation = false;
             if result.is_final {
                 if let Some(asked) = self.final_asked.take() {
                     self.final_latencies_ms
@@ -205,12 +242,66 @@ impl Stream {
                     translation: None,
                     confidence: result.confidence,
                 });
-            } else if !self.interim_results {
-                continue;
-            } else {
+                // Committed text is translated, never the unstable tail.
+                if let (Some(target), Some(source)) = (self.target.clone(), self.text_language()) {
+                    if target != source && !result.transcript.is_empty() {
+                        awaiting_translation = true;
+                        jobs.push(TranslationJob {
+                            segment_id: result.segment_id,
+                            source: source.to_string(),
+                            target,
+                            text: result.transcript.clone(),
+                        });
+                    }
+                }
+            }
+            // A newer partial of the same segment replaces one still waiting to be sent.
+            if !result.is_final {
+                if let Some(last) = self.outbox.back_mut() {
+                    if !last.result.is_final && last.result.segment_id == result.segment_id {
+                        last.result = result;
+                        continue;
+                    }
+                }
+            }
+            self.outbox.push_back(Outgoing {
+                result,
+                awaiting_translation,
+            });
+        }
+        jobs
+    }
+
+    /// A segment's translation arrived (`None`: it failed; the segment goes out without).
+    pub fn on_translated(&mut self, segment_id: u32, translation: Option<String>) {
+        if let Some(out) = self
+            .outbox
+            .iter_mut()
+            .find(|o| o.result.segment_id == segment_id && o.result.is_final)
+        {
+            out.result.translation = translation.clone();
+            out.awaiting_translation = false;
+        }
+        if let Some(segment) = self
+            .segments
+            .iter_mut()
+            .find(|s| s.segment_id == segment_id)
+        {
+            segment.translation = translation;
+        }
+    }
+
+    /// The results that may be sent now, in order.
+    pub fn ready(&mut self) -> Vec<ServerMessage> {
+        let mut messages = Vec::new();
+        while self.outbox.front().is_some_and(|o| !o.awaiting_translation) {
+            let Some(out) = self.outbox.pop_front() else {
+                break;
+            };
+            if !out.result.is_final {
                 self.partials_sent += 1;
             }
-            messages.push(ServerMessage::PartialResult(result));
+            messages.push(ServerMessage::PartialResult(out.result));
         }
         messages
     }
@@ -233,7 +324,14 @@ impl Stream {
         });
         let final_result = ServerMessage::FinalResult {
             complete_transcript,
-            final_translation: None,
+            final_translation: self.target.as_ref().map(|_| {
+                let parts: Vec<&str> = self
+                    .segments
+                    .iter()
+                    .map(|s| s.translation.as_deref().unwrap_or(s.transcript.as_str()))
+                    .collect();
+                parts.join(" ")
+            }),
             language: self.language.clone().unwrap_or_else(|| "und".into()),
             quality_metrics: QualityMetrics {
                 average_confidence,

@@ -1,0 +1,138 @@
+//! Translation end to end: `tolk translate`, `GET /api/v1/languages`, and a stream
+//! translated while it is spoken.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{run, testdata, Server};
+use serde_json::{json, Value};
+use tungstenite::Message;
+
+fn translate(from: &str, to: &str, text: &str) -> String {
+    let (code, out, err) = run(&["translate", "--from", from, "--to", to, text]);
+    assert_eq!(code, 0, "{from}→{to}: {err}");
+    out.to_lowercase()
+}
+
+#[test]
+fn known_sentences_translate_with_their_key_words() {
+    let pt = translate("en", "pt", "The house is big and the cat is black.");
+    assert!(pt.contains("casa") && pt.contains("gato"), "en→pt: {pt}");
+    let en = translate("pt", "en", "Eu gosto de comer pão.");
+    assert!(en.contains("bread"), "pt→en: {en}");
+    let es = translate("en", "es", "The dog eats the apple.");
+    assert!(
+        es.contains("perro") && es.contains("manzana"),
+        "en→es: {es}"
+    );
+    let en = translate("es", "en", "El perro come la manzana.");
+    assert!(en.contains("dog") && en.contains("apple"), "es→en: {en}");
+    // No es→pt model: es→en (Apertium) then en→pt (Bergamot).
+    let pt = translate("es", "pt", "El perro come la manzana.");
+    assert!(pt.contains("cão") || pt.contains("cachorro"), "es→pt: {pt}");
+    // Unknown words never carry Apertium's marks.
+    let es = translate("en", "es", "Zorblax sees the vessel.");
+    assert!(!es.contains(['*', '#', '@']), "{es}");
+
+    let (code, _, err) = run(&["translate", "--from", "de", "--to", "pt", "Hallo"]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("no translation from 'de' to 'pt'") && err.contains("en→pt (bergamot)"),
+        "{err}"
+    );
+}
+
+#[test]
+fn languages_lists_pairs_with_their_engines_and_pivots() {
+    let server = Server::start(&[]);
+    let (status, body) = server.get("/api/v1/languages");
+    assert_eq!(status, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    let has = |key: &str, lang: &str| v[key].as_array().unwrap().iter().any(|l| l == lang);
+    assert!(
+        has("source_languages", "es")
+            && has("source_languages", "pt")
+            && has("target_languages", "pt")
+    );
+    let pair = |s: &str, t: &str| {
+        v["pairs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["source"] == s && p["target"] == t)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {s}→{t} in {body}"))
+    };
+    assert_eq!(pair("en", "pt")["backends"], json!(["bergamot"]));
+    assert_eq!(pair("es", "en")["backends"], json!(["apertium"]));
+    assert_eq!(pair("*", "en")["backends"], json!(["whisper"]));
+    let pivot = pair("es", "pt");
+    assert_eq!(
+        (pivot["backends"].clone(), pivot["via"].clone()),
+        (json!(["apertium", "bergamot"]), json!("en"))
+    );
+}
+
+#[test]
+fn a_stream_is_translated_segment_by_segment() {
+    let server = Server::start(&[]);
+    let (mut ws, _) = tungstenite::connect(format!("ws://{}/ws/translate", server.addr)).unwrap();
+    let mut next = |ws: &mut tungstenite::WebSocket<_>| -> Value {
+        loop {
+            if let Message::Text(t) = ws.read().expect("read") {
+                return serde_json::from_str(&t).unwrap();
+            }
+        }
+    };
+    assert_eq!(next(&mut ws)["type"], "connected");
+    ws.send(Message::text(
+        json!({"type": "start_stream", "source_lang": "en", "target_lang": "pt", "interim_results": false,
+               "audio_format": {"encoding": "pcm_s16le", "sample_rate": 16000, "channels": 1}})
+        .to_string(),
+    ))
+    .unwrap();
+    assert_eq!(next(&mut ws)["type"], "stream_ready");
+    // The whole clip at 1.4x real time: within the pacing limit, and quicker.
+    let wav = std::fs::read(testdata("jfk.wav")).unwrap();
+    for frame in wav[44..].chunks(3200) {
+        ws.send(Message::binary(frame.to_vec())).unwrap();
+        std::thread::sleep(Duration::from_millis(70));
+    }
+    ws.send(Message::text(json!({"type": "end_stream"}).to_string()))
+        .unwrap();
+    let mut finals = Vec::new();
+    let final_result = loop {
+        let m = next(&mut ws);
+        match m["type"].as_str() {
+            Some("partial_result") => finals.push(m),
+            Some("final_result") => break m,
+            Some("error") => panic!("error: {m}"),
+            _ => {}
+        }
+    };
+    assert!(!finals.is_empty());
+    for f in &finals {
+        assert_eq!(f["is_final"], true, "interim results were turned off: {f}");
+        let t = f["translation"]
+            .as_str()
+            .unwrap_or_else(|| panic!("final without translation: {f}"));
+        assert!(
+            !t.is_empty() && t != f["transcript"].as_str().unwrap(),
+            "{f}"
+        );
+    }
+    let all = final_result["final_translation"]
+        .as_str()
+        .unwrap()
+        .to_lowercase();
+    assert!(
+        all.contains("país") && all.contains("americanos"),
+        "final translation: {all}"
+    );
+    let segments = final_result["segments"].as_array().unwrap();
+    assert!(
+        segments.iter().all(|s| s["translation"].is_string()),
+        "{final_result}"
+    );
+}
