@@ -78,7 +78,7 @@ fn languages_lists_pairs_with_their_engines_and_pivots() {
 fn a_stream_is_translated_segment_by_segment() {
     let server = Server::start(&[]);
     let (mut ws, _) = tungstenite::connect(format!("ws://{}/ws/translate", server.addr)).unwrap();
-    let mut next = |ws: &mut tungstenite::WebSocket<_>| -> Value {
+    let next = |ws: &mut tungstenite::WebSocket<_>| -> Value {
         loop {
             if let Message::Text(t) = ws.read().expect("read") {
                 return serde_json::from_str(&t).unwrap();
