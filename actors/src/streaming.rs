@@ -262,14 +262,6 @@ impl StreamingAsr {
         self.ending && self.in_flight.is_none() && self.pending_final.is_none()
     }
 
-    pub fn in_flight(&self) -> Option<DecodeKind> {
-        self.in_flight.map(|t| t.kind)
-    }
-
-    pub fn received_ms(&self) -> u64 {
-        self.received / SAMPLES_PER_MS
-    }
-
     pub fn speech_ms(&self) -> u64 {
         self.speech_samples / SAMPLES_PER_MS
     }

@@ -117,10 +117,6 @@ impl WhisperModel {
         self.multilingual
     }
 
-    pub fn config(&self) -> &WhisperConfig {
-        &self.config
-    }
-
     /// A worker with its own decoder state; create one per thread.
     pub fn worker(&self) -> Result<WhisperWorker, AsrError> {
         let state = self
