@@ -6,6 +6,7 @@
 //! - [`registry`]: what is installed in the models directory and what it offers.
 //! - [`vad`]: the `VoiceDetector` trait and Silero VAD on ONNX Runtime.
 //! - [`translate`]: the `Translator` trait, Bergamot and Apertium behind it, routing by pair.
+//! - [`tts`]: the `Synthesizer` trait, Piper voices (ONNX Runtime) and espeak-ng behind it.
 //!
 //! Engines are synchronous and CPU-bound: callers run them on dedicated threads.
 
@@ -14,6 +15,7 @@ pub mod audio;
 pub mod registry;
 pub mod resample;
 pub mod translate;
+pub mod tts;
 pub mod vad;
 pub mod wav;
 pub mod whisper;

@@ -124,6 +124,12 @@ pub fn init_onnxruntime(models_dir: &Path) -> Result<(), VadError> {
     Ok(())
 }
 
+/// The environment [`init_onnxruntime`] built, for this crate's other ONNX models (Piper
+/// voices): ort allows one environment per process, so they cannot build their own.
+pub(crate) fn onnxruntime_environment() -> Option<&'static Environment> {
+    ORT_ENV.get()
+}
+
 /// `<models_dir>/onnxruntime/libonnxruntime.so.<version>` with the highest version,
 /// compared numerically so that 1.31.1 beats 1.9.0.
 fn onnxruntime_library(models_dir: &Path) -> Result<PathBuf, VadError> {
