@@ -31,6 +31,8 @@ pub enum Command {
     Bench(BenchArgs),
     /// Translate text between two languages with the installed models.
     Translate(TranslateArgs),
+    /// Speak text into a WAV file (a Piper voice when one is installed, else espeak-ng).
+    Speak(SpeakArgs),
 }
 
 /// Options shared by every command that loads models.
@@ -110,6 +112,20 @@ pub struct TranslateArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct SpeakArgs {
+    /// Language (ISO 639-1, or a locale such as en-us).
+    #[arg(long)]
+    pub lang: String,
+    /// WAV file to write (16-bit mono at the voice's rate).
+    #[arg(long, short)]
+    pub output: PathBuf,
+    /// The text to speak.
+    pub text: String,
+    #[command(flatten)]
+    pub dir: ModelsDirArg,
+}
+
+#[derive(Debug, Args)]
 pub struct ModelsArgs {
     /// Print JSON (the body of GET /api/v1/models).
     #[arg(long)]
@@ -153,6 +169,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Models(args) => commands::models::run(args),
         Command::Bench(args) => commands::bench::run(args),
         Command::Translate(args) => commands::translate::run(args),
+        Command::Speak(args) => commands::speak::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod models;
+pub mod speak;
 pub mod transcribe;
 pub mod translate;
 
