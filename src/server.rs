@@ -14,13 +14,15 @@ use actix_web::{web, App, HttpResponse, HttpServer};
 use clap::Args;
 use serde_json::json;
 use tolk_actors::engines::{
-    AsrEngine, AsrPool, TranslationEngine, TranslationPool, VadEngine, VadPool,
+    AsrEngine, AsrPool, SpeechEngine, SpeechPool, TranslationEngine, TranslationPool, VadEngine,
+    VadPool,
 };
 use tolk_actors::pool::Pool;
 use tolk_actors::streaming::StreamingConfig;
 use tolk_models::asr::Recognizer;
 use tolk_models::registry::{resolve_whisper_model, Registry, APERTIUM_MODES};
 use tolk_models::translate::TranslationCatalog;
+use tolk_models::tts::VoiceCatalog;
 use tolk_models::vad::{init_onnxruntime, SileroVad, VoiceDetector};
 use tolk_models::whisper::{all_languages, WhisperConfig, WhisperModel};
 use tolk_protocol::catalog::{LanguagesResponse, ModelsResponse, TranslationPair};
@@ -243,6 +245,14 @@ fn start_streaming(args: &ServeArgs) -> Result<StreamServices, CommandError> {
             Ok::<_, CommandError>(TranslationEngine::new(catalog.clone()))
         })?
     };
+    let voices = Arc::new(VoiceCatalog::discover(&args.models_dir));
+    // One speech worker: Piper speaks ~10x faster than real time on one thread.
+    let speech: SpeechPool = {
+        let voices = voices.clone();
+        Pool::start("tts", 1, capacity, move |_| {
+            Ok::<_, CommandError>(SpeechEngine::new(voices.clone()))
+        })?
+    };
     let languages = if model.is_multilingual() {
         all_languages()
     } else {
@@ -259,6 +269,8 @@ fn start_streaming(args: &ServeArgs) -> Result<StreamServices, CommandError> {
         vad,
         translation,
         catalog,
+        speech,
+        voices,
         config: ws_config,
         model: model.name().to_string(),
         multilingual: model.is_multilingual(),

@@ -136,3 +136,75 @@ fn a_stream_is_translated_segment_by_segment() {
         "{final_result}"
     );
 }
+
+#[test]
+fn a_translated_stream_is_spoken_segment_by_segment() {
+    let server = Server::start(&[]);
+    let (mut ws, _) = tungstenite::connect(format!("ws://{}/ws/translate", server.addr)).unwrap();
+    ws.send(Message::text(
+        json!({"type": "start_stream", "source_lang": "en", "target_lang": "pt", "tts": true,
+               "audio_format": {"encoding": "pcm_s16le", "sample_rate": 16000, "channels": 1}})
+        .to_string(),
+    ))
+    .unwrap();
+    let wav = std::fs::read(testdata("jfk.wav")).unwrap();
+    for frame in wav[44..].chunks(3200) {
+        ws.send(Message::binary(frame.to_vec())).unwrap();
+        std::thread::sleep(Duration::from_millis(70));
+    }
+    ws.send(Message::text(json!({"type": "end_stream"}).to_string()))
+        .unwrap();
+    // Every tts_audio header is followed by a binary frame of exactly its length.
+    let mut expecting: Option<Value> = None;
+    let mut spoken = Vec::new();
+    let mut committed = 0;
+    loop {
+        match ws.read().expect("read") {
+            Message::Binary(bytes) => {
+                let header = expecting.take().expect("audio without a tts_audio header");
+                assert_eq!(
+                    bytes.len() as u64,
+                    header["bytes"].as_u64().unwrap(),
+                    "{header}"
+                );
+                let seconds = bytes.len() as f64 / 2.0 / header["sample_rate"].as_f64().unwrap();
+                assert!(seconds > 0.3, "{seconds} s of speech for {header}");
+                // Playable: not silence.
+                let peak = bytes
+                    .chunks_exact(2)
+                    .map(|b| i16::from_le_bytes([b[0], b[1]]).unsigned_abs())
+                    .max();
+                assert!(peak.unwrap_or(0) > 3000, "silent audio for {header}");
+                spoken.push(header);
+            }
+            Message::Text(t) => {
+                let m: Value = serde_json::from_str(&t).unwrap();
+                assert!(
+                    expecting.is_none(),
+                    "{m} came between a tts_audio header and its audio"
+                );
+                match m["type"].as_str() {
+                    Some("tts_audio") => expecting = Some(m),
+                    Some("partial_result") if m["is_final"] == true => committed += 1,
+                    Some("error") => panic!("error: {m}"),
+                    Some("session_complete") => break,
+                    _ => {}
+                }
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(
+        spoken.len(),
+        committed,
+        "one spoken segment per committed segment"
+    );
+    let text: String = spoken
+        .iter()
+        .map(|h| h["text"].as_str().unwrap().to_lowercase())
+        .collect();
+    assert!(
+        text.contains("país"),
+        "speech is the Portuguese translation: {text}"
+    );
+}

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use tolk_models::asr::{AsrError, RecognizeOptions, Recognizer};
 use tolk_models::translate::{self, Route, TranslateError, TranslationCatalog, Translator};
+use tolk_models::tts::{Synthesizer, TtsError, VoiceCatalog};
 use tolk_models::vad::{VadError, VadState, VoiceDetector};
 use tolk_protocol::transcript::Transcript;
 
@@ -120,3 +121,57 @@ impl Engine for TranslationEngine {
 }
 
 pub type TranslationPool = Pool<TranslationEngine>;
+
+/// Speak `text` in `language`.
+pub struct SpeakRequest {
+    pub language: String,
+    pub text: String,
+}
+
+pub struct SpeakResponse {
+    /// Mono samples in [-1, 1], sentences one after the other.
+    pub samples: Vec<f32>,
+    pub sample_rate: u32,
+}
+
+/// Runs whatever voice a request's language needs, opening each once per worker.
+pub struct SpeechEngine {
+    voices: Arc<VoiceCatalog>,
+    open: HashMap<String, Box<dyn Synthesizer>>,
+}
+
+impl SpeechEngine {
+    pub fn new(voices: Arc<VoiceCatalog>) -> Self {
+        Self {
+            voices,
+            open: HashMap::new(),
+        }
+    }
+}
+
+impl Engine for SpeechEngine {
+    type Request = SpeakRequest;
+    type Response = SpeakResponse;
+    type Error = TtsError;
+    fn process(&mut self, request: SpeakRequest) -> Result<SpeakResponse, TtsError> {
+        if !self.open.contains_key(&request.language) {
+            let voice = self.voices.open(&request.language)?;
+            self.open.insert(request.language.clone(), voice);
+        }
+        let voice = self
+            .open
+            .get_mut(&request.language)
+            .expect("inserted just above when missing");
+        let samples = voice
+            .synthesize(&request.text)?
+            .into_iter()
+            .flat_map(|s| s.samples)
+            .collect();
+        Ok(SpeakResponse {
+            samples,
+            sample_rate: voice.sample_rate(),
+        })
+    }
+}
+
+pub type SpeechPool = Pool<SpeechEngine>;

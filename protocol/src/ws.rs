@@ -179,6 +179,17 @@ pub enum ServerMessage {
         message: String,
         retryable: bool,
     },
+    /// Synthesized speech of a committed segment (its translation when the stream has a
+    /// `target_lang`): the next binary frame from the server holds exactly `bytes` bytes
+    /// of audio in `encoding` at `sample_rate`, mono.
+    TtsAudio {
+        segment_id: u32,
+        encoding: AudioEncoding,
+        sample_rate: u32,
+        bytes: u32,
+        /// The text spoken.
+        text: String,
+    },
     /// Answer to `ping`, echoing its `id`.
     Pong {
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -205,6 +216,7 @@ impl ServerMessage {
             ServerMessage::FinalResult { .. } => "final_result",
             ServerMessage::SessionComplete { .. } => "session_complete",
             ServerMessage::Error { .. } => "error",
+            ServerMessage::TtsAudio { .. } => "tts_audio",
             ServerMessage::Pong { .. } => "pong",
         }
     }
@@ -427,6 +439,13 @@ mod tests {
                 },
             },
             ServerMessage::error(ErrorCode::TooFast, "slow down"),
+            ServerMessage::TtsAudio {
+                segment_id: 3,
+                encoding: AudioEncoding::PcmS16le,
+                sample_rate: 22_050,
+                bytes: 88_200,
+                text: "Pergunte o que você pode fazer.".into(),
+            },
             ServerMessage::Pong { id: Some(42) },
             ServerMessage::Pong { id: None },
         ]
@@ -437,13 +456,14 @@ mod tests {
     }
 
     const CLIENT_TYPES: [&str; 4] = ["start_stream", "audio_chunk", "end_stream", "ping"];
-    const SERVER_TYPES: [&str; 7] = [
+    const SERVER_TYPES: [&str; 8] = [
         "connected",
         "stream_ready",
         "partial_result",
         "final_result",
         "session_complete",
         "error",
+        "tts_audio",
         "pong",
     ];
 

@@ -13,9 +13,10 @@ use std::time::Duration;
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use actix_web_actors::ws;
-use tolk_actors::engines::{AsrPool, TranslationPool, VadPool};
+use tolk_actors::engines::{AsrPool, SpeechPool, TranslationPool, VadPool};
 use tolk_actors::streaming::StreamingConfig;
 use tolk_models::translate::TranslationCatalog;
+use tolk_models::tts::VoiceCatalog;
 use tolk_protocol::error::ErrorCode;
 use tolk_protocol::ws::Limits;
 
@@ -80,6 +81,9 @@ pub struct StreamServices {
     pub asr: AsrPool,
     pub vad: VadPool,
     pub translation: TranslationPool,
+    pub speech: SpeechPool,
+    /// Installed voices.
+    pub voices: Arc<VoiceCatalog>,
     /// Installed translation pairs.
     pub catalog: Arc<TranslationCatalog>,
     pub config: WsConfig,

@@ -15,13 +15,13 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use actix_web_actors::ws;
 use base64::Engine as _;
-use tolk_actors::engines::{AsrRequest, TranslateRequest, VadRequest};
+use tolk_actors::engines::{AsrRequest, SpeakRequest, TranslateRequest, VadRequest};
 use tolk_actors::pool::{PoolError, Priority};
 use tolk_actors::streaming::{DecodeKind, DecodeRequest, SegmentUpdate};
 use tolk_models::vad::VadState;
 use tolk_protocol::error::ErrorCode;
 use tolk_protocol::transcript::Task;
-use tolk_protocol::ws::{AudioFormat, ClientMessage, ServerMessage};
+use tolk_protocol::ws::{AudioEncoding, AudioFormat, ClientMessage, ServerMessage};
 use tolk_protocol::PROTOCOL_VERSION;
 
 use super::stream::{Phase, Stream, TranslationJob};
@@ -174,6 +174,7 @@ impl Session {
                     task,
                     interim_results,
                     target_lang,
+                    tts,
                 );
             }
             ClientMessage::AudioChunk {
@@ -280,7 +281,15 @@ impl Session {
             }
         }
         if tts {
-            return Err("speech synthesis (tts) is not available yet".into());
+            // Spoken: the translation, else the text; unknown until detection for `auto`.
+            if let Some(language) = target.or(text_lang) {
+                if services.voices.voice_for(language).is_none() {
+                    return Err(format!(
+                        "no voice speaks '{language}'; installed: {}",
+                        services.voices.languages().join(", ")
+                    ));
+                }
+            }
         }
         if task == Task::Translate && !services.multilingual {
             return Err(format!(
@@ -299,6 +308,7 @@ impl Session {
         task: Task,
         interim_results: bool,
         target: Option<String>,
+        tts: bool,
     ) {
         let services = self.services();
         self.streams_started += 1;
@@ -308,6 +318,7 @@ impl Session {
             task,
             interim_results,
             target,
+            tts,
             &services.config,
         );
         let stream_id = stream.id.clone();
@@ -521,8 +532,87 @@ impl Session {
         let Some(stream) = self.stream.as_mut() else {
             return;
         };
-        for message in stream.ready() {
+        let messages = stream.ready();
+        let speak_in = stream
+            .target
+            .clone()
+            .or_else(|| stream.text_language().map(str::to_string));
+        let tts = stream.tts;
+        for message in messages {
             self.send(ctx, &message);
+            if let (true, Some(language), ServerMessage::PartialResult(r)) =
+                (tts, &speak_in, &message)
+            {
+                if r.is_final && !r.transcript.is_empty() {
+                    let text = r
+                        .translation
+                        .clone()
+                        .unwrap_or_else(|| r.transcript.clone());
+                    self.speak(r.segment_id, language.clone(), text, ctx);
+                }
+            }
+        }
+    }
+
+    /// Synthesize a committed segment; its `tts_audio` header and frame go out when ready.
+    fn speak(
+        &mut self,
+        segment_id: u32,
+        language: String,
+        text: String,
+        ctx: &mut ws::WebsocketContext<Self>,
+    ) {
+        let services = self.services();
+        let Some(stream) = self.stream.as_mut() else {
+            return;
+        };
+        let stream_id = stream.id.clone();
+        let request = SpeakRequest {
+            language,
+            text: text.clone(),
+        };
+        match services.speech.submit(request, Priority::Normal) {
+            Ok(rx) => {
+                stream.pending_speech += 1;
+                ctx.spawn(fut::wrap_future::<_, Self>(rx).map(move |done, act, ctx| {
+                    let Some(stream) = act.stream.as_mut().filter(|s| s.id == stream_id) else {
+                        return;
+                    };
+                    stream.pending_speech -= 1;
+                    match done.map(|d| d.result) {
+                        Ok(Ok(speech)) => {
+                            let bytes: Vec<u8> = speech
+                                .samples
+                                .iter()
+                                .flat_map(|s| {
+                                    ((s.clamp(-1.0, 1.0) * 32767.0).round() as i16).to_le_bytes()
+                                })
+                                .collect();
+                            let header = ServerMessage::TtsAudio {
+                                segment_id,
+                                encoding: AudioEncoding::PcmS16le,
+                                sample_rate: speech.sample_rate,
+                                bytes: bytes.len() as u32,
+                                text,
+                            };
+                            act.send(ctx, &header);
+                            ctx.binary(bytes);
+                        }
+                        Ok(Err(e)) => act.error(
+                            ctx,
+                            ErrorCode::Internal,
+                            format!("segment {segment_id} was not spoken: {e}"),
+                        ),
+                        Err(_) => act.error(ctx, ErrorCode::Internal, "speech synthesis shut down"),
+                    }
+                    act.maybe_complete(ctx);
+                }));
+            }
+            Err(e) => self.error(
+                ctx,
+                ErrorCode::Overloaded,
+                format!("segment {segment_id} was not spoken: {e}"),
+            ),
         }
     }
 

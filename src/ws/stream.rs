@@ -58,6 +58,10 @@ pub struct Stream {
     warned_too_fast: bool,
     /// Language to translate committed segments into.
     pub target: Option<String>,
+    /// Speak every committed segment.
+    pub tts: bool,
+    /// Speech jobs not yet answered; the stream completes after them.
+    pub pending_speech: u32,
     /// Results in the order they must reach the client; a committed segment waits here for
     /// its translation, and everything after it waits behind it.
     outbox: VecDeque<Outgoing>,
@@ -83,6 +87,7 @@ impl Stream {
         task: Task,
         interim_results: bool,
         target: Option<String>,
+        tts: bool,
         config: &WsConfig,
     ) -> Self {
         Self {
@@ -107,6 +112,8 @@ impl Stream {
             final_latencies_ms: Vec::new(),
             warned_too_fast: false,
             target,
+            tts,
+            pending_speech: 0,
             outbox: VecDeque::new(),
         }
     }
@@ -179,12 +186,15 @@ impl Stream {
 
     /// Everything is committed: `final_result` may be sent.
     pub fn is_complete(&self) -> bool {
-        self.phase == Phase::Finalizing && self.asr.is_finished() && self.outbox.is_empty()
+        self.phase == Phase::Finalizing
+            && self.asr.is_finished()
+            && self.outbox.is_empty()
+            && self.pending_speech == 0
     }
 
     /// The language of the text being committed: English for speech translation, else
     /// the spoken language (once known).
-    fn text_language(&self) -> Option<&str> {
+    pub fn text_language(&self) -> Option<&str> {
         if self.task == Task::Translate {
             Some("en")
         } else {
