@@ -21,10 +21,10 @@ use tolk_actors::streaming::{DecodeKind, DecodeRequest, SegmentUpdate};
 use tolk_models::vad::VadState;
 use tolk_protocol::error::ErrorCode;
 use tolk_protocol::transcript::Task;
-use tolk_protocol::ws::{AudioEncoding, AudioFormat, ClientMessage, ServerMessage};
+use tolk_protocol::ws::{AudioEncoding, ClientMessage, ServerMessage};
 use tolk_protocol::PROTOCOL_VERSION;
 
-use super::stream::{Phase, Stream, TranslationJob};
+use super::stream::{Phase, Stream, StreamSpec, TranslationJob};
 use super::{SessionSlot, StreamServices};
 
 /// How often the session checks its timers (heartbeat, idle, stream length).
@@ -167,15 +167,15 @@ impl Session {
                             return self.error(ctx, ErrorCode::UnsupportedLanguage, message)
                         }
                     };
-                self.start_stream(
-                    ctx,
-                    audio_format,
+                let spec = StreamSpec {
+                    format: audio_format,
                     language,
                     task,
                     interim_results,
-                    target_lang,
+                    target: target_lang,
                     tts,
-                );
+                };
+                self.start_stream(ctx, spec);
             }
             ClientMessage::AudioChunk {
                 audio_data,
@@ -300,27 +300,11 @@ impl Session {
         Ok(source)
     }
 
-    fn start_stream(
-        &mut self,
-        ctx: &mut ws::WebsocketContext<Self>,
-        format: AudioFormat,
-        language: Option<String>,
-        task: Task,
-        interim_results: bool,
-        target: Option<String>,
-        tts: bool,
-    ) {
+    fn start_stream(&mut self, ctx: &mut ws::WebsocketContext<Self>, spec: StreamSpec) {
         let services = self.services();
         self.streams_started += 1;
-        let stream = Stream::new(
-            format,
-            language,
-            task,
-            interim_results,
-            target,
-            tts,
-            &services.config,
-        );
+        let format = spec.format;
+        let stream = Stream::new(spec, &services.config);
         let stream_id = stream.id.clone();
         tracing::info!(session = %self.id, stream = %stream_id, ?format, "stream started");
         self.stream = Some(stream);

@@ -26,6 +26,17 @@ pub enum Phase {
     Finalizing,
 }
 
+/// What `start_stream` asked for, once validated.
+pub struct StreamSpec {
+    pub format: AudioFormat,
+    /// `None`: detect the spoken language.
+    pub language: Option<String>,
+    pub task: Task,
+    pub interim_results: bool,
+    pub target: Option<String>,
+    pub tts: bool,
+}
+
 /// Why a piece of audio was refused.
 pub type Refusal = (ErrorCode, String);
 
@@ -81,15 +92,15 @@ pub struct TranslationJob {
 }
 
 impl Stream {
-    pub fn new(
-        format: AudioFormat,
-        language: Option<String>,
-        task: Task,
-        interim_results: bool,
-        target: Option<String>,
-        tts: bool,
-        config: &WsConfig,
-    ) -> Self {
+    pub fn new(spec: StreamSpec, config: &WsConfig) -> Self {
+        let StreamSpec {
+            format,
+            language,
+            task,
+            interim_results,
+            target,
+            tts,
+        } = spec;
         Self {
             id: format!("strm_{}", uuid::Uuid::new_v4().simple()),
             phase: Phase::Streaming,
