@@ -126,15 +126,6 @@ fn mark_streamed_size(bytes: &mut [u8]) {
 }
 
 impl Synthesizer for EspeakVoice {
-    fn synthesize(&mut self, text: &str) -> Result<Vec<Speech>, TtsError> {
-        let mut all = Vec::new();
-        self.synthesize_each(text, &mut |speech| {
-            all.push(speech);
-            ControlFlow::Continue(())
-        })?;
-        Ok(all)
-    }
-
     fn synthesize_each(
         &mut self,
         text: &str,

@@ -67,7 +67,14 @@ pub enum TtsError {
 /// CPU-bound and blocking: call it from a worker thread, never from an async executor.
 pub trait Synthesizer: Send {
     /// Speak `text`, one [`Speech`] per sentence, in order.
-    fn synthesize(&mut self, text: &str) -> Result<Vec<Speech>, TtsError>;
+    fn synthesize(&mut self, text: &str) -> Result<Vec<Speech>, TtsError> {
+        let mut all = Vec::new();
+        self.synthesize_each(text, &mut |speech| {
+            all.push(speech);
+            ControlFlow::Continue(())
+        })?;
+        Ok(all)
+    }
 
     /// Like [`synthesize`](Self::synthesize), but hands each sentence to `each` as soon as
     /// it is ready, so the first audio can go out while the rest is synthesized. `each`
@@ -76,14 +83,7 @@ pub trait Synthesizer: Send {
         &mut self,
         text: &str,
         each: &mut dyn FnMut(Speech) -> ControlFlow<()>,
-    ) -> Result<(), TtsError> {
-        for speech in self.synthesize(text)? {
-            if each(speech).is_break() {
-                break;
-            }
-        }
-        Ok(())
-    }
+    ) -> Result<(), TtsError>;
 
     /// Samples per second of every [`Speech`] this synthesizer returns.
     fn sample_rate(&self) -> u32;

@@ -333,15 +333,6 @@ impl PiperVoice {
 }
 
 impl Synthesizer for PiperVoice {
-    fn synthesize(&mut self, text: &str) -> Result<Vec<Speech>, TtsError> {
-        let mut all = Vec::new();
-        self.synthesize_each(text, &mut |speech| {
-            all.push(speech);
-            ControlFlow::Continue(())
-        })?;
-        Ok(all)
-    }
-
     fn synthesize_each(
         &mut self,
         text: &str,
