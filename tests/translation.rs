@@ -74,6 +74,18 @@ fn languages_lists_pairs_with_their_engines_and_pivots() {
     );
 }
 
+/// The whole JFK clip at 1.4x real time (within the pacing limit, and quicker), then
+/// `end_stream`.
+fn send_jfk_and_end<S: std::io::Read + std::io::Write>(ws: &mut tungstenite::WebSocket<S>) {
+    let wav = std::fs::read(testdata("jfk.wav")).unwrap();
+    for frame in wav[44..].chunks(3200) {
+        ws.send(Message::binary(frame.to_vec())).unwrap();
+        std::thread::sleep(Duration::from_millis(70));
+    }
+    ws.send(Message::text(json!({"type": "end_stream"}).to_string()))
+        .unwrap();
+}
+
 #[test]
 fn a_stream_is_translated_segment_by_segment() {
     let server = Server::start(&[]);
@@ -93,14 +105,7 @@ fn a_stream_is_translated_segment_by_segment() {
     ))
     .unwrap();
     assert_eq!(next(&mut ws)["type"], "stream_ready");
-    // The whole clip at 1.4x real time: within the pacing limit, and quicker.
-    let wav = std::fs::read(testdata("jfk.wav")).unwrap();
-    for frame in wav[44..].chunks(3200) {
-        ws.send(Message::binary(frame.to_vec())).unwrap();
-        std::thread::sleep(Duration::from_millis(70));
-    }
-    ws.send(Message::text(json!({"type": "end_stream"}).to_string()))
-        .unwrap();
+    send_jfk_and_end(&mut ws);
     let mut finals = Vec::new();
     let final_result = loop {
         let m = next(&mut ws);
@@ -147,13 +152,7 @@ fn a_translated_stream_is_spoken_segment_by_segment() {
         .to_string(),
     ))
     .unwrap();
-    let wav = std::fs::read(testdata("jfk.wav")).unwrap();
-    for frame in wav[44..].chunks(3200) {
-        ws.send(Message::binary(frame.to_vec())).unwrap();
-        std::thread::sleep(Duration::from_millis(70));
-    }
-    ws.send(Message::text(json!({"type": "end_stream"}).to_string()))
-        .unwrap();
+    send_jfk_and_end(&mut ws);
     // Every tts_audio header is followed by a binary frame of exactly its length.
     let mut expecting: Option<Value> = None;
     let mut spoken = Vec::new();
