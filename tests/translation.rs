@@ -207,3 +207,45 @@ fn a_translated_stream_is_spoken_segment_by_segment() {
         "speech is the Portuguese translation: {text}"
     );
 }
+
+#[test]
+fn a_pivoted_stream_says_so_in_its_final_result() {
+    let server = Server::start(&[]);
+    let (mut ws, _) = tungstenite::connect(format!("ws://{}/ws/translate", server.addr)).unwrap();
+    ws.send(Message::text(
+        json!({"type": "start_stream", "source_lang": "es", "target_lang": "pt", "interim_results": false,
+               "audio_format": {"encoding": "pcm_f32le", "sample_rate": 16000, "channels": 1}})
+        .to_string(),
+    ))
+    .unwrap();
+    // "El veloz murciélago hindú comía feliz cardillo y kiwi." (16 kHz float WAV).
+    let wav = std::fs::read(testdata("es/pangrama.wav")).unwrap();
+    let data = wav.windows(4).position(|w| w == b"data").unwrap() + 8;
+    for frame in wav[data..].chunks(6400) {
+        ws.send(Message::binary(frame.to_vec())).unwrap();
+        std::thread::sleep(Duration::from_millis(70));
+    }
+    ws.send(Message::text(json!({"type": "end_stream"}).to_string()))
+        .unwrap();
+    let final_result = loop {
+        if let Message::Text(t) = ws.read().unwrap() {
+            let m: Value = serde_json::from_str(&t).unwrap();
+            assert_ne!(m["type"], "error", "{m}");
+            if m["type"] == "final_result" {
+                break m;
+            }
+        }
+    };
+    let route = final_result["translation_route"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no route: {final_result}"));
+    assert_eq!(route, "es→en (apertium) →pt (bergamot)");
+    let pt = final_result["final_translation"]
+        .as_str()
+        .unwrap()
+        .to_lowercase();
+    assert!(
+        pt.contains("kiwi") && pt.contains("feliz"),
+        "Portuguese: {pt}"
+    );
+}

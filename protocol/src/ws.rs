@@ -162,6 +162,10 @@ pub enum ServerMessage {
         complete_transcript: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         final_translation: Option<String>,
+        /// How the translation was made, e.g. `es→en (apertium) →pt (bergamot)`: a pair
+        /// with no direct model pivots through English, and this says so.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        translation_route: Option<String>,
         /// The language spoken: the one given, or the one detected for `"auto"`.
         language: String,
         segments: Vec<FinalSegment>,
@@ -395,6 +399,7 @@ mod tests {
             ServerMessage::FinalResult {
                 complete_transcript: "Hello, world.".into(),
                 final_translation: Some("Olá, mundo.".into()),
+                translation_route: Some("en→pt (bergamot)".into()),
                 language: "en".into(),
                 segments: vec![FinalSegment {
                     segment_id: 0,
@@ -417,6 +422,7 @@ mod tests {
             ServerMessage::FinalResult {
                 complete_transcript: String::new(),
                 final_translation: None,
+                translation_route: None,
                 language: "en".into(),
                 segments: vec![],
                 quality_metrics: QualityMetrics {

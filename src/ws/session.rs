@@ -623,6 +623,7 @@ impl Session {
                     };
                     let failure = match done.map(|d| d.result) {
                         Ok(Ok(response)) => {
+                            stream.translation_route = Some(response.route);
                             stream.on_translated(segment_id, Some(response.text));
                             None
                         }

@@ -73,6 +73,8 @@ pub struct Stream {
     pub tts: bool,
     /// Speech jobs not yet answered; the stream completes after them.
     pub pending_speech: u32,
+    /// The route the last translation took (reported in `final_result`).
+    pub translation_route: Option<String>,
     /// Results in the order they must reach the client; a committed segment waits here for
     /// its translation, and everything after it waits behind it.
     outbox: VecDeque<Outgoing>,
@@ -125,6 +127,7 @@ impl Stream {
             target,
             tts,
             pending_speech: 0,
+            translation_route: None,
             outbox: VecDeque::new(),
         }
     }
@@ -353,6 +356,7 @@ impl Stream {
                     .collect();
                 parts.join(" ")
             }),
+            translation_route: self.translation_route.clone(),
             language: self.language.clone().unwrap_or_else(|| "und".into()),
             quality_metrics: QualityMetrics {
                 average_confidence,
