@@ -528,11 +528,12 @@ impl Session {
                 (tts, &speak_in, &message)
             {
                 if r.is_final && !r.transcript.is_empty() {
-                    let text = r
-                        .translation
-                        .clone()
-                        .unwrap_or_else(|| r.transcript.clone());
-                    self.speak(r.segment_id, language.clone(), text, ctx);
+                    let text = r.translation.as_deref().unwrap_or(&r.transcript);
+                    // Sentence by sentence: the first one is heard while the rest are
+                    // synthesized. The speech pool has one worker, so they stay in order.
+                    for sentence in sentences(text) {
+                        self.speak(r.segment_id, language.clone(), sentence, ctx);
+                    }
                 }
             }
         }
@@ -736,5 +737,43 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for Session {
             }
             ws::Message::Nop => {}
         }
+    }
+}
+
+/// Split text after sentence-ending punctuation followed by a space.
+fn sentences(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut current = String::new();
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        current.push(c);
+        let ends = matches!(c, '.' | '!' | '?' | '。' | '！' | '？');
+        if ends && chars.peek().is_none_or(|n| n.is_whitespace()) {
+            let sentence = current.trim();
+            if !sentence.is_empty() {
+                out.push(sentence.to_string());
+            }
+            current.clear();
+        }
+    }
+    if !current.trim().is_empty() {
+        out.push(current.trim().to_string());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sentences;
+
+    #[test]
+    fn splits_after_sentence_ends_only() {
+        assert_eq!(
+            sentences("Ask not. Ask what you can do!"),
+            ["Ask not.", "Ask what you can do!"]
+        );
+        assert_eq!(sentences("Version 1.5 is out"), ["Version 1.5 is out"]);
+        assert_eq!(sentences("  Hola. ¿Qué tal?  "), ["Hola.", "¿Qué tal?"]);
+        assert!(sentences("   ").is_empty());
     }
 }
