@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 
 /// The role a model plays in the pipeline.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     /// Speech recognition (and Whisper's speech → English translation).
@@ -20,6 +21,7 @@ pub enum Role {
 
 /// One installed model (or runtime), as `GET /api/v1/models` lists it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ModelInfo {
     /// Stable name, usable wherever a model is chosen (`base`, `tiny.en`, `en_US-joe-medium`).
     pub name: String,
@@ -43,6 +45,7 @@ pub struct ModelInfo {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LanguagePair {
     pub source: String,
     pub target: String,
@@ -50,6 +53,7 @@ pub struct LanguagePair {
 
 /// Body of `GET /api/v1/models`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ModelsResponse {
     /// The directory models were read from.
     pub models_dir: String,
@@ -58,6 +62,7 @@ pub struct ModelsResponse {
 
 /// One language pair a server can translate, and how.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TranslationPair {
     pub source: String,
     pub target: String,
@@ -71,6 +76,7 @@ pub struct TranslationPair {
 
 /// Body of `GET /api/v1/languages`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LanguagesResponse {
     /// Languages speech can be recognised in (`source_lang`; `auto` detects among them).
     pub source_languages: Vec<String>,

@@ -6,11 +6,13 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorBody {
     pub error: ErrorDetail,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorDetail {
     /// Stable, snake_case; clients branch on this, never on the message.
     pub code: String,
@@ -48,11 +50,23 @@ pub enum ErrorCode {
     StreamTooLong,
     /// A bug or a failing engine on the server's side.
     Internal,
+    /// A REST request whose query, fields or form are malformed.
+    InvalidRequest,
+    /// A body declared as audio that cannot be decoded as such.
+    InvalidAudio,
+    /// Audio longer than the endpoint takes (30 s for `/translate/sync`).
+    AudioTooLong,
+    /// A request body larger than the endpoint takes.
+    PayloadTooLarge,
+    /// No such job (never existed, or its result expired).
+    NotFound,
+    /// The job's result is asked for before the job has completed.
+    JobNotReady,
 }
 
 impl ErrorCode {
     /// All codes, in table order, for documentation and exhaustive tests.
-    pub const ALL: [ErrorCode; 11] = [
+    pub const ALL: [ErrorCode; 17] = [
         ErrorCode::InvalidMessage,
         ErrorCode::StreamNotStarted,
         ErrorCode::StreamAlreadyStarted,
@@ -64,16 +78,29 @@ impl ErrorCode {
         ErrorCode::SessionTimeout,
         ErrorCode::StreamTooLong,
         ErrorCode::Internal,
+        ErrorCode::InvalidRequest,
+        ErrorCode::InvalidAudio,
+        ErrorCode::AudioTooLong,
+        ErrorCode::PayloadTooLarge,
+        ErrorCode::NotFound,
+        ErrorCode::JobNotReady,
     ];
 
     /// The status a REST response (or a refused WebSocket upgrade) carries for this code.
     pub fn http_status(self) -> u16 {
         match self {
-            ErrorCode::InvalidMessage => 400,
-            ErrorCode::StreamNotStarted | ErrorCode::StreamAlreadyStarted => 409,
+            ErrorCode::InvalidMessage | ErrorCode::InvalidRequest => 400,
+            ErrorCode::NotFound => 404,
+            ErrorCode::StreamNotStarted
+            | ErrorCode::StreamAlreadyStarted
+            | ErrorCode::JobNotReady => 409,
             ErrorCode::UnsupportedAudioFormat => 415,
-            ErrorCode::UnsupportedLanguage => 422,
-            ErrorCode::FrameTooLarge | ErrorCode::StreamTooLong => 413,
+            ErrorCode::UnsupportedLanguage | ErrorCode::InvalidAudio | ErrorCode::AudioTooLong => {
+                422
+            }
+            ErrorCode::FrameTooLarge | ErrorCode::StreamTooLong | ErrorCode::PayloadTooLarge => {
+                413
+            }
             ErrorCode::TooFast => 429,
             ErrorCode::Overloaded => 503,
             ErrorCode::SessionTimeout => 408,
@@ -85,7 +112,10 @@ impl ErrorCode {
     pub fn retryable(self) -> bool {
         matches!(
             self,
-            ErrorCode::TooFast | ErrorCode::Overloaded | ErrorCode::Internal
+            ErrorCode::TooFast
+                | ErrorCode::Overloaded
+                | ErrorCode::Internal
+                | ErrorCode::JobNotReady
         )
     }
 
@@ -103,6 +133,12 @@ impl ErrorCode {
             ErrorCode::SessionTimeout => "session_timeout",
             ErrorCode::StreamTooLong => "stream_too_long",
             ErrorCode::Internal => "internal",
+            ErrorCode::InvalidRequest => "invalid_request",
+            ErrorCode::InvalidAudio => "invalid_audio",
+            ErrorCode::AudioTooLong => "audio_too_long",
+            ErrorCode::PayloadTooLarge => "payload_too_large",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::JobNotReady => "job_not_ready",
         }
     }
 }
@@ -143,11 +179,17 @@ mod tests {
                 | ErrorCode::Overloaded
                 | ErrorCode::SessionTimeout
                 | ErrorCode::StreamTooLong
-                | ErrorCode::Internal => c.as_str(),
+                | ErrorCode::Internal
+                | ErrorCode::InvalidRequest
+                | ErrorCode::InvalidAudio
+                | ErrorCode::AudioTooLong
+                | ErrorCode::PayloadTooLarge
+                | ErrorCode::NotFound
+                | ErrorCode::JobNotReady => c.as_str(),
             })
             .collect::<std::collections::HashSet<_>>()
             .len();
-        assert_eq!(n, 11);
+        assert_eq!(n, ErrorCode::ALL.len());
     }
 
     #[test]
@@ -164,6 +206,12 @@ mod tests {
             ("session_timeout", 408, false),
             ("stream_too_long", 413, false),
             ("internal", 500, true),
+            ("invalid_request", 400, false),
+            ("invalid_audio", 422, false),
+            ("audio_too_long", 422, false),
+            ("payload_too_large", 413, false),
+            ("not_found", 404, false),
+            ("job_not_ready", 409, true),
         ];
         for (code, (name, status, retryable)) in ErrorCode::ALL.into_iter().zip(table) {
             assert_eq!(code.as_str(), name);

@@ -6,14 +6,16 @@
 //! - [`catalog`]: what the server can do (installed models, language pairs), as served by
 //!   `GET /api/v1/models`.
 //! - [`error`]: the uniform error body and its stable codes.
+//! - [`rest`]: bodies of the REST API (jobs, sync translation).
 //! - [`ws`]: the WebSocket protocol on `GET /ws/translate` (`docs/protocol.md`).
 //!
 //! This crate has no I/O and depends on serde (and serde_json, to parse client frames)
-//! alone, so clients (the load tester, tests) share the exact types the server speaks.
+//! alone (plus utoipa with the `openapi` feature, for the server's OpenAPI document), so clients (the load tester, tests) share the exact types the server speaks.
 #![forbid(unsafe_code)]
 
 pub mod catalog;
 pub mod error;
+pub mod rest;
 pub mod transcript;
 pub mod ws;
 
