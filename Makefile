@@ -8,14 +8,14 @@ export TOLK_MODELS_DIR
 CARGO ?= cargo
 BIND ?= 127.0.0.1:8080
 
-.PHONY: run test setup build test-rust test-python bench bench-streaming fmt lint
+.PHONY: run test setup build test-rust test-python test-api bench bench-streaming fmt lint
 
 ## Install everything, build, and serve on $(BIND).
 run: setup build
 	./target/release/tolk serve --bind $(BIND)
 
 ## Install everything, build, and run every test.
-test: setup build test-rust test-python
+test: setup build test-rust test-python test-api
 	@echo "make test: all test suites passed"
 
 ## Debian packages, the converter's numpy, and all models (idempotent).
@@ -30,6 +30,10 @@ test-rust:
 
 test-python:
 	$(TOLK_MODELS_DIR)/.venv/bin/python -m unittest discover -s models/tests -v
+
+## The OpenAPI document against the live server (schemathesis).
+test-api:
+	scripts/test-api.sh
 
 ## Real-time factor of file transcription (figures in BENCHMARKS.md).
 bench: setup build

@@ -12,6 +12,8 @@
 
 pub mod cli;
 pub mod commands;
+pub mod jobs;
+pub mod rest;
 pub mod server;
 pub mod telemetry;
 pub mod ws;

@@ -1,8 +1,11 @@
 //! `tolk serve`: the HTTP server.
 //!
-//! Routes: `GET /healthz` (the process is up), `GET /metrics` (Prometheus text),
-//! `GET /api/v1/models` (what is installed), `GET /ws/translate` (streaming, see
-//! docs/protocol.md). Models are loaded before the server listens.
+//! Routes: `GET /healthz` (the process is up), `GET /readyz` (models loaded, job store
+//! reachable), `GET /metrics` (Prometheus text), `GET /api/v1/models` and
+//! `/api/v1/languages` (what is installed), the REST API under `/api/v1/translate`
+//! (docs/rest.md, [`crate::rest`]), its OpenAPI document at `/api/v1/openapi.json` and
+//! `/docs`, and `GET /ws/translate` (streaming, docs/protocol.md). Models are loaded
+//! before the server listens.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -29,6 +32,11 @@ use tolk_protocol::catalog::{LanguagesResponse, ModelsResponse, TranslationPair}
 use tolk_protocol::error::{ErrorBody, ErrorCode, ErrorDetail};
 
 use crate::commands::CommandError;
+use crate::jobs::callback::CallbackConfig;
+use crate::jobs::memory::MemoryQueue;
+use crate::jobs::redis::RedisQueue;
+use crate::jobs::JobQueue;
+use crate::rest::{self, JobService, RestConfig};
 use crate::ws::{self, StreamServices, WsConfig};
 
 #[derive(Debug, Clone, Args)]
@@ -77,12 +85,50 @@ pub struct ServeArgs {
     /// Largest audio frame, in bytes.
     #[arg(long, env = "TOLK_MAX_FRAME_BYTES", default_value_t = 64 * 1024)]
     pub max_frame_bytes: usize,
+    /// Keep jobs in Redis (a Stream with a consumer group) instead of in this process, so
+    /// every instance on the same Redis shares them: `redis://host:6379/0`.
+    #[arg(long, env = "TOLK_REDIS_URL")]
+    pub redis_url: Option<String>,
+    /// Prefix of this deployment's Redis keys.
+    #[arg(long, env = "TOLK_REDIS_PREFIX", default_value = "tolk")]
+    pub redis_prefix: String,
+    /// Jobs this instance runs at once (0: accept jobs, let other instances run them).
+    #[arg(long, env = "TOLK_JOB_WORKERS", default_value_t = 1)]
+    pub job_workers: usize,
+    /// Most jobs queued or running; more are refused with 503.
+    #[arg(long, env = "TOLK_JOB_QUEUE_CAPACITY", default_value_t = 64)]
+    pub job_queue_capacity: usize,
+    /// How long job results are kept, in seconds.
+    #[arg(long, env = "TOLK_JOB_TTL_SECONDS", default_value_t = 24 * 3600)]
+    pub job_ttl_seconds: u64,
+    /// A job whose worker has not reported for this long is run again by another (Redis).
+    #[arg(long, env = "TOLK_JOB_CLAIM_TIMEOUT_SECONDS", default_value_t = 60)]
+    pub job_claim_timeout_seconds: u64,
+    /// Longest clip a job takes, in seconds.
+    #[arg(long, env = "TOLK_MAX_JOB_SECONDS", default_value_t = 600)]
+    pub max_job_seconds: u64,
+    /// Key that signs callbacks (HMAC-SHA256); without one, `callback_url` is refused.
+    #[arg(long, env = "TOLK_CALLBACK_SECRET", hide_env_values = true)]
+    pub callback_secret: Option<String>,
+    /// Allow callbacks to loopback and private addresses (tests, private networks).
+    #[arg(long, env = "TOLK_CALLBACK_ALLOW_PRIVATE")]
+    pub callback_allow_private: bool,
+    /// Delivery attempts per callback.
+    #[arg(long, env = "TOLK_CALLBACK_ATTEMPTS", default_value_t = 5)]
+    pub callback_attempts: u32,
+    /// Delay before the first callback retry, in ms; doubled for each next one.
+    #[arg(long, env = "TOLK_CALLBACK_BACKOFF_MS", default_value_t = 1000)]
+    pub callback_backoff_ms: u64,
+    /// Names this instance in job results and as a queue consumer (default: host-pid).
+    #[arg(long, env = "TOLK_INSTANCE_ID")]
+    pub instance_id: Option<String>,
 }
 
 /// State shared by every request handler.
 pub struct AppState {
     pub registry: Registry,
     pub streaming: Option<Arc<StreamServices>>,
+    pub jobs: Option<Arc<JobService>>,
 }
 
 /// A JSON error: `{"error": {"code", "message", "request_id"}}` with the code's status.
@@ -104,11 +150,37 @@ pub fn error_response(code: ErrorCode, message: &str) -> HttpResponse {
     })
 }
 
-async fn healthz() -> HttpResponse {
+/// The process is up.
+#[utoipa::path(get, path = "/healthz", tag = "health",
+    responses((status = 200, description = "`{\"status\": \"ok\", \"version\"}`", body = Object)))]
+pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({ "status": "ok", "version": env!("CARGO_PKG_VERSION") }))
 }
 
-async fn models(state: web::Data<AppState>) -> HttpResponse {
+/// Models are loaded and the job store answers: send traffic here.
+#[utoipa::path(get, path = "/readyz", tag = "health",
+    responses(
+        (status = 200, description = "Ready: `{\"status\": \"ready\", \"jobs_queued\"}`", body = Object),
+        (status = 503, description = "Not ready (no models, or the job store is unreachable).", body = ErrorBody),
+    ))]
+pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    let Some(jobs) = &state.jobs else {
+        return error_response(ErrorCode::Overloaded, "not ready: no models are loaded");
+    };
+    match jobs.queue.depth().await {
+        Ok(depth) => HttpResponse::Ok().json(json!({
+            "status": "ready",
+            "asr_model": jobs.services.model,
+            "jobs_queued": depth,
+        })),
+        Err(e) => error_response(ErrorCode::Overloaded, &format!("not ready: {e}")),
+    }
+}
+
+/// Installed models.
+#[utoipa::path(get, path = "/api/v1/models", tag = "discovery",
+    responses((status = 200, description = "Every installed model and runtime.", body = ModelsResponse)))]
+pub async fn models(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok().json(ModelsResponse {
         models_dir: state.registry.dir.display().to_string(),
         models: state.registry.models.clone(),
@@ -117,7 +189,12 @@ async fn models(state: web::Data<AppState>) -> HttpResponse {
 
 /// `GET /api/v1/languages`: what can be recognised, and every pair that can be translated
 /// (direct, or through an English pivot), with the engines used.
-async fn languages(state: web::Data<AppState>) -> HttpResponse {
+#[utoipa::path(get, path = "/api/v1/languages", tag = "discovery",
+    responses(
+        (status = 200, description = "Recognised languages and translation pairs.", body = LanguagesResponse),
+        (status = 503, description = "No models are loaded.", body = ErrorBody),
+    ))]
+pub async fn languages(state: web::Data<AppState>) -> HttpResponse {
     let Some(services) = &state.streaming else {
         return error_response(ErrorCode::Overloaded, "no models are loaded");
     };
@@ -174,21 +251,96 @@ async fn metrics(state: web::Data<AppState>) -> HttpResponse {
             s.asr.busy()
         ));
     }
+    if let Some(jobs) = &state.jobs {
+        if let Ok(depth) = jobs.queue.depth().await {
+            out.push_str("# HELP tolk_jobs_queued Jobs queued or running (all instances on a shared store).\n# TYPE tolk_jobs_queued gauge\n");
+            out.push_str(&format!("tolk_jobs_queued {depth}\n"));
+        }
+    }
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
         .body(out)
 }
 
+/// A malformed query or path gets the uniform JSON error, not actix's plain text.
+fn bad_request(err: impl std::fmt::Display) -> actix_web::Error {
+    let message = err.to_string();
+    actix_web::error::InternalError::from_response(
+        message.clone(),
+        error_response(ErrorCode::InvalidRequest, &message),
+    )
+    .into()
+}
+
+async fn no_route(req: actix_web::HttpRequest) -> HttpResponse {
+    error_response(
+        ErrorCode::NotFound,
+        &format!("no route {} {}; the API is described at /api/v1/openapi.json", req.method(), req.path()),
+    )
+}
+
+/// A known path asked with a method it does not serve: 405 with the methods it does.
+fn only(path: &str, method: actix_web::http::Method, route: actix_web::Route) -> actix_web::Resource {
+    let allow = method.to_string();
+    web::resource(path).route(route).default_service(web::to(move |req: actix_web::HttpRequest| {
+        let allow = allow.clone();
+        async move {
+            let mut response = error_response(
+                ErrorCode::MethodNotAllowed,
+                &format!("{} {} is not served; use {allow}", req.method(), req.path()),
+            );
+            if let Ok(value) = actix_web::http::header::HeaderValue::from_str(&allow) {
+                response.headers_mut().insert(actix_web::http::header::ALLOW, value);
+            }
+            response
+        }
+    }))
+}
+
 /// Register every route; used by the server and by in-process tests.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/healthz", web::get().to(healthz))
-        .route("/metrics", web::get().to(metrics))
-        .route("/ws/translate", web::get().to(ws::translate))
+    use actix_web::http::Method;
+    let get = |path: &str, route: actix_web::Route| only(path, Method::GET, route);
+    let post = |path: &str, route: actix_web::Route| only(path, Method::POST, route);
+    cfg.app_data(web::QueryConfig::default().error_handler(|e, _| bad_request(format!("query: {e}"))))
+        .app_data(web::PathConfig::default().error_handler(|e, _| bad_request(format!("path: {e}"))))
+        .service(get("/healthz", web::get().to(healthz)))
+        .service(get("/readyz", web::get().to(readyz)))
+        .service(get("/metrics", web::get().to(metrics)))
+        .service(get("/docs", web::get().to(rest::docs)))
+        .service(get("/ws/translate", web::get().to(ws::translate)))
         .service(
             web::scope("/api/v1")
-                .route("/models", web::get().to(models))
-                .route("/languages", web::get().to(languages)),
-        );
+                .service(get("/models", web::get().to(models)))
+                .service(get("/languages", web::get().to(languages)))
+                .service(get("/openapi.json", web::get().to(rest::openapi::document)))
+                .service(post("/translate", web::post().to(rest::submit)))
+                .service(post("/translate/sync", web::post().to(rest::sync)))
+                .service(get("/translate/status/{workflow_id}", web::get().to(rest::status)))
+                .service(get("/translate/result/{workflow_id}", web::get().to(rest::result)))
+                .service(get(
+                    "/translate/result/{workflow_id}/audio",
+                    web::get().to(rest::result_audio),
+                ))
+                .default_service(web::to(no_route)),
+        )
+        .default_service(web::to(no_route));
+}
+
+/// Every response carries an `X-Request-Id`: errors their body's, others a fresh one.
+pub async fn request_id(
+    req: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<impl actix_web::body::MessageBody>,
+) -> Result<actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>, actix_web::Error> {
+    let mut response = next.call(req).await?;
+    let headers = response.headers_mut();
+    if !headers.contains_key("x-request-id") {
+        let id = format!("req_{}", uuid::Uuid::new_v4().simple());
+        if let Ok(value) = actix_web::http::header::HeaderValue::from_str(&id) {
+            headers.insert(actix_web::http::header::HeaderName::from_static("x-request-id"), value);
+        }
+    }
+    Ok(response)
 }
 
 /// Load the streaming models and start the pools.
@@ -279,17 +431,78 @@ fn start_streaming(args: &ServeArgs) -> Result<StreamServices, CommandError> {
     })
 }
 
+/// This instance's name: the flag, else host-pid.
+fn instance_id(args: &ServeArgs) -> String {
+    args.instance_id.clone().unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "tolk".into());
+        format!("{host}-{}", std::process::id())
+    })
+}
+
+/// The job queue the flags ask for: Redis when a URL is given, else in this process.
+async fn job_queue(args: &ServeArgs, ttl: Duration) -> Result<Arc<dyn JobQueue>, CommandError> {
+    let capacity = args.job_queue_capacity.max(1);
+    Ok(match &args.redis_url {
+        Some(url) => {
+            let queue = RedisQueue::connect(
+                url,
+                &args.redis_prefix,
+                capacity,
+                ttl,
+                Duration::from_secs(args.job_claim_timeout_seconds.max(1)),
+            )
+            .await
+            .map_err(|e| CommandError::Config(format!("--redis-url {url}: {e}")))?;
+            tracing::info!(%url, prefix = %args.redis_prefix, "jobs kept in Redis");
+            Arc::new(queue)
+        }
+        // Finished records are bounded too: a day of 1000 jobs/hour fits.
+        None => Arc::new(MemoryQueue::new(capacity, 24_000)),
+    })
+}
+
 pub fn run(args: ServeArgs) -> Result<(), CommandError> {
     let registry = Registry::scan(&args.models_dir);
     tracing::info!(models = registry.models.len(), dir = %registry.dir.display(), "model registry scanned");
     let streaming = Arc::new(start_streaming(&args)?);
-    let state = web::Data::new(AppState {
-        registry,
-        streaming: Some(streaming),
-    });
+    let rest_config = RestConfig {
+        max_job_seconds: args.max_job_seconds as f64,
+        result_ttl: Duration::from_secs(args.job_ttl_seconds.max(1)),
+        ..RestConfig::default()
+    };
+    let callbacks = CallbackConfig {
+        secret: args.callback_secret.clone().filter(|s| !s.is_empty()),
+        allow_private: args.callback_allow_private,
+        attempts: args.callback_attempts.max(1),
+        backoff: Duration::from_millis(args.callback_backoff_ms),
+        timeout: Duration::from_secs(10),
+    };
+    let instance = instance_id(&args);
     actix_web::rt::System::new().block_on(async move {
-        let server =
-            HttpServer::new(move || App::new().app_data(state.clone()).configure(configure))
+        let queue = job_queue(&args, rest_config.result_ttl).await?;
+        let jobs = Arc::new(JobService::new(
+            queue,
+            streaming.clone(),
+            rest_config,
+            callbacks,
+            instance.clone(),
+        ));
+        for n in 0..args.job_workers {
+            actix_web::rt::spawn(jobs.clone().work(format!("{instance}/{n}")));
+        }
+        let state = web::Data::new(AppState {
+            registry,
+            streaming: Some(streaming),
+            jobs: Some(jobs),
+        });
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(state.clone())
+                .wrap(actix_web::middleware::from_fn(request_id))
+                .configure(configure)
+        })
                 .workers(args.http_workers.max(1))
                 .bind(args.bind)
                 .map_err(|e| {

@@ -62,11 +62,13 @@ pub enum ErrorCode {
     NotFound,
     /// The job's result is asked for before the job has completed.
     JobNotReady,
+    /// A known path asked with a method it does not serve (`Allow` lists those it does).
+    MethodNotAllowed,
 }
 
 impl ErrorCode {
     /// All codes, in table order, for documentation and exhaustive tests.
-    pub const ALL: [ErrorCode; 17] = [
+    pub const ALL: [ErrorCode; 18] = [
         ErrorCode::InvalidMessage,
         ErrorCode::StreamNotStarted,
         ErrorCode::StreamAlreadyStarted,
@@ -84,6 +86,7 @@ impl ErrorCode {
         ErrorCode::PayloadTooLarge,
         ErrorCode::NotFound,
         ErrorCode::JobNotReady,
+        ErrorCode::MethodNotAllowed,
     ];
 
     /// The status a REST response (or a refused WebSocket upgrade) carries for this code.
@@ -91,6 +94,7 @@ impl ErrorCode {
         match self {
             ErrorCode::InvalidMessage | ErrorCode::InvalidRequest => 400,
             ErrorCode::NotFound => 404,
+            ErrorCode::MethodNotAllowed => 405,
             ErrorCode::StreamNotStarted
             | ErrorCode::StreamAlreadyStarted
             | ErrorCode::JobNotReady => 409,
@@ -139,6 +143,7 @@ impl ErrorCode {
             ErrorCode::PayloadTooLarge => "payload_too_large",
             ErrorCode::NotFound => "not_found",
             ErrorCode::JobNotReady => "job_not_ready",
+            ErrorCode::MethodNotAllowed => "method_not_allowed",
         }
     }
 }
@@ -185,7 +190,8 @@ mod tests {
                 | ErrorCode::AudioTooLong
                 | ErrorCode::PayloadTooLarge
                 | ErrorCode::NotFound
-                | ErrorCode::JobNotReady => c.as_str(),
+                | ErrorCode::JobNotReady
+                | ErrorCode::MethodNotAllowed => c.as_str(),
             })
             .collect::<std::collections::HashSet<_>>()
             .len();
@@ -212,6 +218,7 @@ mod tests {
             ("payload_too_large", 413, false),
             ("not_found", 404, false),
             ("job_not_ready", 409, true),
+            ("method_not_allowed", 405, false),
         ];
         for (code, (name, status, retryable)) in ErrorCode::ALL.into_iter().zip(table) {
             assert_eq!(code.as_str(), name);

@@ -18,6 +18,7 @@ use tolk_actors::streaming::StreamingConfig;
 use tolk_models::translate::TranslationCatalog;
 use tolk_models::tts::VoiceCatalog;
 use tolk_protocol::error::ErrorCode;
+use tolk_protocol::transcript::Task;
 use tolk_protocol::ws::Limits;
 
 use crate::server::{error_response, AppState};
@@ -94,6 +95,79 @@ pub struct StreamServices {
     pub languages: Vec<String>,
     /// Sessions open now.
     pub active: AtomicUsize,
+}
+
+impl StreamServices {
+    /// The language to recognise (`None` = detect), or why the request cannot be served.
+    pub fn check_languages(
+        &self,
+        source: &str,
+        target: Option<&str>,
+        task: Task,
+        tts: bool,
+    ) -> Result<Option<String>, String> {
+        let services = self;
+        let known = |l: &str| services.languages.iter().any(|k| k == l);
+        let source = match source {
+            "auto" if services.multilingual => None,
+            "auto" => Some("en".to_string()),
+            l if known(l) => Some(l.to_string()),
+            l => {
+                return Err(format!(
+                    "source_lang '{l}' is not recognised by model {}; use auto or one of: {}",
+                    services.model,
+                    services.languages.join(", ")
+                ))
+            }
+        };
+        // The spoken text is English for `translate`; otherwise the source language.
+        let text_lang = if task == Task::Translate {
+            Some("en")
+        } else {
+            source.as_deref()
+        };
+        if let Some(target) = target {
+            let catalog = &services.catalog;
+            let reachable = match text_lang {
+                Some(from) => from == target || catalog.route(from, target).is_some(),
+                // Detected later: some installed route must lead to the target.
+                None => catalog
+                    .languages()
+                    .iter()
+                    .any(|from| from == target || catalog.route(from, target).is_some()),
+            };
+            if !reachable {
+                let pairs: Vec<String> = catalog
+                    .pairs()
+                    .into_iter()
+                    .map(|(s, t, b)| format!("{s}→{t} ({b})"))
+                    .collect();
+                return Err(format!(
+                    "no translation from '{}' to '{target}' is installed; available: {} (others pivot through en)",
+                    text_lang.unwrap_or("auto"),
+                    if pairs.is_empty() { "none".into() } else { pairs.join(", ") }
+                ));
+            }
+        }
+        if tts {
+            // Spoken: the translation, else the text; unknown until detection for `auto`.
+            if let Some(language) = target.or(text_lang) {
+                if services.voices.voice_for(language).is_none() {
+                    return Err(format!(
+                        "no voice speaks '{language}'; installed: {}",
+                        services.voices.languages().join(", ")
+                    ));
+                }
+            }
+        }
+        if task == Task::Translate && !services.multilingual {
+            return Err(format!(
+                "model {} is English-only and cannot translate speech",
+                services.model
+            ));
+        }
+        Ok(source)
+    }
 }
 
 /// Counts a session for as long as it lives: decremented on every exit path.

@@ -136,6 +136,34 @@ impl Server {
         (status, body.to_string())
     }
 
+    /// Send a request: `headers` are extra header lines ("Name: value"). Write errors are
+    /// ignored (a server may answer and close before reading a large body).
+    pub fn request(&self, method: &str, path: &str, headers: &[&str], body: &[u8]) -> Response {
+        let mut stream = TcpStream::connect(&self.addr).unwrap();
+        let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n", self.addr);
+        let framed = |h: &&str| {
+            let h = h.to_ascii_lowercase();
+            h.starts_with("content-length:") || h.starts_with("transfer-encoding:")
+        };
+        if !headers.iter().any(framed) {
+            head.push_str(&format!("Content-Length: {}\r\n", body.len()));
+        }
+        for h in headers {
+            head.push_str(h);
+            head.push_str("\r\n");
+        }
+        head.push_str("\r\n");
+        let _ = stream.write_all(head.as_bytes()).and_then(|_| stream.write_all(body));
+        let mut raw = Vec::new();
+        let _ = stream.read_to_end(&mut raw);
+        Response::parse(&raw)
+    }
+
+    /// POST a body of `content_type`.
+    pub fn post(&self, path: &str, content_type: &str, body: &[u8]) -> Response {
+        self.request("POST", path, &[&format!("Content-Type: {content_type}")], body)
+    }
+
     /// A gauge or counter from /metrics.
     pub fn metric(&self, name: &str) -> f64 {
         let (_, body) = self.get("/metrics");
@@ -149,5 +177,77 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// An HTTP response as read off the socket.
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    fn parse(raw: &[u8]) -> Self {
+        let split = raw
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .unwrap_or_else(|| panic!("no HTTP head in {:?}", String::from_utf8_lossy(raw)));
+        let head = String::from_utf8_lossy(&raw[..split]).to_string();
+        let mut lines = head.lines();
+        let status = lines.next().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
+        let headers: Vec<(String, String)> = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+            .collect();
+        let mut body = raw[split + 4..].to_vec();
+        if headers.iter().any(|(k, v)| k == "transfer-encoding" && v.contains("chunked")) {
+            body = dechunk(&body);
+        }
+        Response { status, headers, body }
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        let name = name.to_ascii_lowercase();
+        self.headers.iter().find(|(k, _)| *k == name).map(|(_, v)| v.as_str())
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).to_string()
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+    }
+
+    /// Assert a uniform JSON error with `code` and `status`, whose request id is the
+    /// `X-Request-Id` header; returns the message.
+    pub fn assert_error(&self, status: u16, code: &str) -> String {
+        let body = self.json();
+        assert_eq!(self.status, status, "{}", self.text());
+        assert_eq!(body["error"]["code"], code, "{}", self.text());
+        assert_eq!(
+            body["error"]["request_id"].as_str(),
+            self.header("x-request-id"),
+            "request id in body and header"
+        );
+        let message = body["error"]["message"].as_str().unwrap().to_string();
+        assert!(!message.is_empty());
+        message
+    }
+}
+
+fn dechunk(mut data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let Some(end) = data.windows(2).position(|w| w == b"\r\n") else { return out };
+        let size = usize::from_str_radix(String::from_utf8_lossy(&data[..end]).trim(), 16).unwrap_or(0);
+        if size == 0 {
+            return out;
+        }
+        out.extend_from_slice(&data[end + 2..end + 2 + size]);
+        data = &data[end + 4 + size..];
     }
 }
