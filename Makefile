@@ -8,7 +8,7 @@ export TOLK_MODELS_DIR
 CARGO ?= cargo
 BIND ?= 127.0.0.1:8080
 
-.PHONY: run test setup build test-rust test-python test-api bench bench-streaming fmt lint
+.PHONY: run test setup build test-rust test-python test-api bench bench-streaming bench-rest fmt lint
 
 ## Install everything, build, and serve on $(BIND).
 run: setup build
@@ -45,6 +45,10 @@ bench-streaming: setup build
 	RAMP_UP=9 scripts/bench-streaming.sh base-q4_0 4,8 34
 	RAMP_UP=10.5 scripts/bench-streaming.sh tiny.en-q8_0 4,8 34
 	RAMP_UP=10.5 scripts/bench-streaming.sh tiny.en 8 34
+
+## REST: sync latency for a 7 s clip, job throughput.
+bench-rest: setup build
+	scripts/bench-rest.py --runs 10 --jobs 20
 
 fmt:
 	$(CARGO) fmt --all

@@ -275,26 +275,38 @@ fn bad_request(err: impl std::fmt::Display) -> actix_web::Error {
 async fn no_route(req: actix_web::HttpRequest) -> HttpResponse {
     error_response(
         ErrorCode::NotFound,
-        &format!("no route {} {}; the API is described at /api/v1/openapi.json", req.method(), req.path()),
+        &format!(
+            "no route {} {}; the API is described at /api/v1/openapi.json",
+            req.method(),
+            req.path()
+        ),
     )
 }
 
 /// A known path asked with a method it does not serve: 405 with the methods it does.
-fn only(path: &str, method: actix_web::http::Method, route: actix_web::Route) -> actix_web::Resource {
+fn only(
+    path: &str,
+    method: actix_web::http::Method,
+    route: actix_web::Route,
+) -> actix_web::Resource {
     let allow = method.to_string();
-    web::resource(path).route(route).default_service(web::to(move |req: actix_web::HttpRequest| {
-        let allow = allow.clone();
-        async move {
-            let mut response = error_response(
-                ErrorCode::MethodNotAllowed,
-                &format!("{} {} is not served; use {allow}", req.method(), req.path()),
-            );
-            if let Ok(value) = actix_web::http::header::HeaderValue::from_str(&allow) {
-                response.headers_mut().insert(actix_web::http::header::ALLOW, value);
+    web::resource(path)
+        .route(route)
+        .default_service(web::to(move |req: actix_web::HttpRequest| {
+            let allow = allow.clone();
+            async move {
+                let mut response = error_response(
+                    ErrorCode::MethodNotAllowed,
+                    &format!("{} {} is not served; use {allow}", req.method(), req.path()),
+                );
+                if let Ok(value) = actix_web::http::header::HeaderValue::from_str(&allow) {
+                    response
+                        .headers_mut()
+                        .insert(actix_web::http::header::ALLOW, value);
+                }
+                response
             }
-            response
-        }
-    }))
+        }))
 }
 
 /// Register every route; used by the server and by in-process tests.
@@ -302,29 +314,37 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     use actix_web::http::Method;
     let get = |path: &str, route: actix_web::Route| only(path, Method::GET, route);
     let post = |path: &str, route: actix_web::Route| only(path, Method::POST, route);
-    cfg.app_data(web::QueryConfig::default().error_handler(|e, _| bad_request(format!("query: {e}"))))
-        .app_data(web::PathConfig::default().error_handler(|e, _| bad_request(format!("path: {e}"))))
-        .service(get("/healthz", web::get().to(healthz)))
-        .service(get("/readyz", web::get().to(readyz)))
-        .service(get("/metrics", web::get().to(metrics)))
-        .service(get("/docs", web::get().to(rest::docs)))
-        .service(get("/ws/translate", web::get().to(ws::translate)))
-        .service(
-            web::scope("/api/v1")
-                .service(get("/models", web::get().to(models)))
-                .service(get("/languages", web::get().to(languages)))
-                .service(get("/openapi.json", web::get().to(rest::openapi::document)))
-                .service(post("/translate", web::post().to(rest::submit)))
-                .service(post("/translate/sync", web::post().to(rest::sync)))
-                .service(get("/translate/status/{workflow_id}", web::get().to(rest::status)))
-                .service(get("/translate/result/{workflow_id}", web::get().to(rest::result)))
-                .service(get(
-                    "/translate/result/{workflow_id}/audio",
-                    web::get().to(rest::result_audio),
-                ))
-                .default_service(web::to(no_route)),
-        )
-        .default_service(web::to(no_route));
+    cfg.app_data(
+        web::QueryConfig::default().error_handler(|e, _| bad_request(format!("query: {e}"))),
+    )
+    .app_data(web::PathConfig::default().error_handler(|e, _| bad_request(format!("path: {e}"))))
+    .service(get("/healthz", web::get().to(healthz)))
+    .service(get("/readyz", web::get().to(readyz)))
+    .service(get("/metrics", web::get().to(metrics)))
+    .service(get("/docs", web::get().to(rest::docs)))
+    .service(get("/ws/translate", web::get().to(ws::translate)))
+    .service(
+        web::scope("/api/v1")
+            .service(get("/models", web::get().to(models)))
+            .service(get("/languages", web::get().to(languages)))
+            .service(get("/openapi.json", web::get().to(rest::openapi::document)))
+            .service(post("/translate", web::post().to(rest::submit)))
+            .service(post("/translate/sync", web::post().to(rest::sync)))
+            .service(get(
+                "/translate/status/{workflow_id}",
+                web::get().to(rest::status),
+            ))
+            .service(get(
+                "/translate/result/{workflow_id}",
+                web::get().to(rest::result),
+            ))
+            .service(get(
+                "/translate/result/{workflow_id}/audio",
+                web::get().to(rest::result_audio),
+            ))
+            .default_service(web::to(no_route)),
+    )
+    .default_service(web::to(no_route));
 }
 
 /// Every response carries an `X-Request-Id`: errors their body's, others a fresh one.
@@ -337,7 +357,10 @@ pub async fn request_id(
     if !headers.contains_key("x-request-id") {
         let id = format!("req_{}", uuid::Uuid::new_v4().simple());
         if let Ok(value) = actix_web::http::header::HeaderValue::from_str(&id) {
-            headers.insert(actix_web::http::header::HeaderName::from_static("x-request-id"), value);
+            headers.insert(
+                actix_web::http::header::HeaderName::from_static("x-request-id"),
+                value,
+            );
         }
     }
     Ok(response)
@@ -454,8 +477,9 @@ async fn job_queue(args: &ServeArgs, ttl: Duration) -> Result<Arc<dyn JobQueue>,
                 Duration::from_secs(args.job_claim_timeout_seconds.max(1)),
             )
             .await
-            .map_err(|e| CommandError::Config(format!("--redis-url {url}: {e}")))?;
-            tracing::info!(%url, prefix = %args.redis_prefix, "jobs kept in Redis");
+            // The URL may hold a password: the queue's errors name host:port only.
+            .map_err(|e| CommandError::Config(format!("--redis-url: {e}")))?;
+            tracing::info!(prefix = %args.redis_prefix, "jobs kept in Redis");
             Arc::new(queue)
         }
         // Finished records are bounded too: a day of 1000 jobs/hour fits.
@@ -503,11 +527,9 @@ pub fn run(args: ServeArgs) -> Result<(), CommandError> {
                 .wrap(actix_web::middleware::from_fn(request_id))
                 .configure(configure)
         })
-                .workers(args.http_workers.max(1))
-                .bind(args.bind)
-                .map_err(|e| {
-                    CommandError::Config(format!("cannot listen on {}: {e}", args.bind))
-                })?;
+        .workers(args.http_workers.max(1))
+        .bind(args.bind)
+        .map_err(|e| CommandError::Config(format!("cannot listen on {}: {e}", args.bind)))?;
         for addr in server.addrs() {
             // Tests and scripts read this line to find the port.
             println!("tolk listening on http://{addr}");

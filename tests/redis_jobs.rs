@@ -17,7 +17,11 @@ struct Redis {
 
 impl Redis {
     fn start() -> Self {
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .stdout(Stdio::null())
@@ -25,10 +29,16 @@ impl Redis {
             .expect("redis-server is needed by this test: `models/fetch` installs it (Debian package redis-server)");
         let start = Instant::now();
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(start.elapsed() < Duration::from_secs(10), "redis-server did not start");
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "redis-server did not start"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
-        Redis { child, url: format!("redis://127.0.0.1:{port}/0") }
+        Redis {
+            child,
+            url: format!("redis://127.0.0.1:{port}/0"),
+        }
     }
 }
 
@@ -44,11 +54,27 @@ fn a_job_accepted_by_one_instance_is_completed_by_another() {
     let redis = Redis::start();
     let shared = ["--redis-url", redis.url.as_str(), "--redis-prefix", "t1"];
     // `front` accepts jobs and answers polls; only `back` runs them.
-    let front = Server::start(&[&shared[..], &["--job-workers", "0", "--instance-id", "front"]].concat());
-    let back = Server::start(&[&shared[..], &["--job-workers", "1", "--instance-id", "back"]].concat());
+    let front = Server::start(
+        &[
+            &shared[..],
+            &["--job-workers", "0", "--instance-id", "front"],
+        ]
+        .concat(),
+    );
+    let back = Server::start(
+        &[
+            &shared[..],
+            &["--job-workers", "1", "--instance-id", "back"],
+        ]
+        .concat(),
+    );
 
     let jfk = std::fs::read(testdata("jfk.wav")).unwrap();
-    let r = front.post("/api/v1/translate?source_lang=en&target_lang=pt&tts=true", "audio/wav", &jfk);
+    let r = front.post(
+        "/api/v1/translate?source_lang=en&target_lang=pt&tts=true",
+        "audio/wav",
+        &jfk,
+    );
     assert_eq!(r.status, 202, "{}", r.text());
     let id = r.json()["workflow_id"].as_str().unwrap().to_string();
     // The accepting instance goes away; the job does not.
@@ -56,7 +82,9 @@ fn a_job_accepted_by_one_instance_is_completed_by_another() {
 
     let start = Instant::now();
     let status = loop {
-        let status = back.request("GET", &format!("/api/v1/translate/status/{id}"), &[], b"").json();
+        let status = back
+            .request("GET", &format!("/api/v1/translate/status/{id}"), &[], b"")
+            .json();
         if status["status"] == "completed" || status["status"] == "failed" {
             break status;
         }
@@ -68,20 +96,44 @@ fn a_job_accepted_by_one_instance_is_completed_by_another() {
     assert_eq!(result["metadata"]["processed_by"], "back");
     let transcript = normalize(result["transcript"].as_str().unwrap());
     assert!(word_errors(&transcript, JFK_WORDS) <= 2, "{transcript}");
-    assert!(result["translation"].as_str().unwrap().to_lowercase().contains("país"));
+    assert!(result["translation"]
+        .as_str()
+        .unwrap()
+        .to_lowercase()
+        .contains("país"));
 
     // A third instance, started now, serves the result and its audio from Redis.
     let late = Server::start(&[&shared[..], &["--job-workers", "0"]].concat());
-    let r = late.request("GET", &format!("/api/v1/translate/result/{id}/audio"), &[], b"");
+    let r = late.request(
+        "GET",
+        &format!("/api/v1/translate/result/{id}/audio"),
+        &[],
+        b"",
+    );
     assert_eq!(r.status, 200, "{}", r.text());
-    assert!(tolk_models::audio::decode_wav(&r.body).unwrap().duration_ms() > 2000);
+    assert!(
+        tolk_models::audio::decode_wav(&r.body)
+            .unwrap()
+            .duration_ms()
+            > 2000
+    );
     assert_eq!(late.metric("tolk_jobs_queued"), 0.0);
 }
 
 #[test]
 fn a_server_with_an_unreachable_redis_refuses_to_start() {
-    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let (code, _, stderr) = common::run(&["serve", "--bind", "127.0.0.1:0", "--redis-url", &format!("redis://127.0.0.1:{port}/0")]);
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let (code, _, stderr) = common::run(&[
+        "serve",
+        "--bind",
+        "127.0.0.1:0",
+        "--redis-url",
+        &format!("redis://127.0.0.1:{port}/0"),
+    ]);
     assert_ne!(code, 0);
     assert!(stderr.contains("--redis-url"), "{stderr}");
 }

@@ -102,9 +102,7 @@ impl ErrorCode {
             ErrorCode::UnsupportedLanguage | ErrorCode::InvalidAudio | ErrorCode::AudioTooLong => {
                 422
             }
-            ErrorCode::FrameTooLarge | ErrorCode::StreamTooLong | ErrorCode::PayloadTooLarge => {
-                413
-            }
+            ErrorCode::FrameTooLarge | ErrorCode::StreamTooLong | ErrorCode::PayloadTooLarge => 413,
             ErrorCode::TooFast => 429,
             ErrorCode::Overloaded => 503,
             ErrorCode::SessionTimeout => 408,

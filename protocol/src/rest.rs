@@ -175,7 +175,10 @@ mod tests {
             (JobStatus::Completed, "completed"),
             (JobStatus::Failed, "failed"),
         ] {
-            assert_eq!(serde_json::to_string(&status).unwrap(), format!("\"{name}\""));
+            assert_eq!(
+                serde_json::to_string(&status).unwrap(),
+                format!("\"{name}\"")
+            );
         }
         assert!(JobStatus::Failed.is_terminal() && !JobStatus::Processing.is_terminal());
     }

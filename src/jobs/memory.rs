@@ -211,13 +211,19 @@ mod tests {
         let queue = MemoryQueue::new(4, 10);
         let mut job = record("a", Duration::from_secs(60));
         queue.submit(&job, vec![1, 2, 3]).await.unwrap();
-        assert_eq!(queue.get("a").await.unwrap().unwrap().status, JobStatus::Queued);
+        assert_eq!(
+            queue.get("a").await.unwrap().unwrap().status,
+            JobStatus::Queued
+        );
         assert_eq!(queue.depth().await.unwrap(), 1);
 
         let claimed = queue.take("w", Duration::ZERO).await.unwrap().unwrap();
         assert_eq!(claimed.audio, vec![1, 2, 3]);
         assert_eq!(claimed.record.status, JobStatus::Processing);
-        assert_eq!(queue.get("a").await.unwrap().unwrap().status, JobStatus::Processing);
+        assert_eq!(
+            queue.get("a").await.unwrap().unwrap().status,
+            JobStatus::Processing
+        );
         assert!(queue.take("w", Duration::ZERO).await.unwrap().is_none());
 
         job.status = JobStatus::Completed;
@@ -239,7 +245,9 @@ mod tests {
         }
         // A running job still counts against the capacity.
         queue.take("w", Duration::ZERO).await.unwrap().unwrap();
-        let refused = queue.submit(&record("c", Duration::from_secs(60)), vec![]).await;
+        let refused = queue
+            .submit(&record("c", Duration::from_secs(60)), vec![])
+            .await;
         assert!(matches!(refused, Err(QueueError::Full(2))), "{refused:?}");
         assert!(queue.get("c").await.unwrap().is_none());
     }

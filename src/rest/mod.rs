@@ -27,6 +27,42 @@ use tolk_protocol::rest::{
 use crate::jobs::callback::{self, CallbackConfig};
 use crate::jobs::{Claimed, JobParams, JobQueue, JobRecord, QueueError};
 use crate::server::{error_response, AppState};
+
+/// A refusal: the uniform JSON error body with its code's status.
+#[derive(Debug)]
+pub struct ApiError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.code, self.message)
+    }
+}
+
+impl actix_web::ResponseError for ApiError {
+    fn status_code(&self) -> actix_web::http::StatusCode {
+        actix_web::http::StatusCode::from_u16(self.code.http_status())
+            .unwrap_or(actix_web::http::StatusCode::INTERNAL_SERVER_ERROR)
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        error_response(self.code, &self.message)
+    }
+}
+
+/// What a handler answers.
+type Answer = Result<HttpResponse, ApiError>;
 use crate::ws::StreamServices;
 use pipeline::{ClipRequest, PipelineError};
 
@@ -92,14 +128,20 @@ impl JobService {
     }
 
     fn estimate(&self, duration_seconds: f64) -> f64 {
-        let rate = *self.seconds_per_second.lock().unwrap_or_else(|e| e.into_inner());
+        let rate = *self
+            .seconds_per_second
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         duration_seconds * rate + 0.5
     }
 
     fn learn(&self, duration_seconds: f64, processing: Duration) {
         if duration_seconds >= 1.0 {
             let sample = processing.as_secs_f64() / duration_seconds;
-            let mut rate = self.seconds_per_second.lock().unwrap_or_else(|e| e.into_inner());
+            let mut rate = self
+                .seconds_per_second
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
             *rate = 0.7 * *rate + 0.3 * sample;
         }
     }
@@ -139,7 +181,8 @@ impl JobService {
                     priority: Priority::Normal,
                     wait_when_busy: true,
                 };
-                self.run_reporting(worker, &mut record, request, started).await
+                self.run_reporting(worker, &mut record, request, started)
+                    .await
             }
             Err(e) => Err(PipelineError {
                 code: ErrorCode::Internal,
@@ -230,10 +273,8 @@ impl JobService {
             error: record.error.clone(),
         };
         let mut attempts = Vec::new();
-        let status = callback::deliver(&self.callbacks, url, &payload, |s| {
-            attempts.push(s.clone())
-        })
-        .await;
+        let status =
+            callback::deliver(&self.callbacks, url, &payload, |s| attempts.push(s.clone())).await;
         tracing::info!(job = %record.id, delivered = status.delivered, attempts = status.attempts, "callback");
         record.callback = Some(status);
         if let Err(e) = self.queue.update(worker, record).await {
@@ -281,13 +322,18 @@ pub struct TranslateQuery {
 }
 
 /// A request's parameters checked against what is installed.
-fn check_params(services: &StreamServices, query: &TranslateQuery) -> Result<JobParams, HttpResponse> {
+fn check_params(services: &StreamServices, query: &TranslateQuery) -> Result<JobParams, ApiError> {
     let source = query.source_lang.as_deref().unwrap_or("auto");
     let target = query.target_lang.as_deref().filter(|t| !t.is_empty());
     let tts = query.tts.unwrap_or(false);
     let language = services
-        .check_languages(source, target, tolk_protocol::transcript::Task::Transcribe, tts)
-        .map_err(|m| error_response(ErrorCode::UnsupportedLanguage, &m))?;
+        .check_languages(
+            source,
+            target,
+            tolk_protocol::transcript::Task::Transcribe,
+            tts,
+        )
+        .map_err(|m| ApiError::new(ErrorCode::UnsupportedLanguage, m))?;
     Ok(JobParams {
         source_lang: language,
         target_lang: target.map(str::to_string),
@@ -304,11 +350,11 @@ async fn read_audio(
     req: &HttpRequest,
     mut payload: web::Payload,
     limit: usize,
-) -> Result<Vec<u8>, HttpResponse> {
+) -> Result<Vec<u8>, ApiError> {
     let too_large = || {
-        error_response(
+        ApiError::new(
             ErrorCode::PayloadTooLarge,
-            &format!("the audio is over this endpoint's {limit} bytes"),
+            format!("the audio is over this endpoint's {limit} bytes"),
         )
     };
     let declared = req
@@ -334,7 +380,10 @@ async fn read_audio(
         let mut body = Vec::with_capacity(declared.unwrap_or(0).min(limit));
         while let Some(chunk) = payload.next().await {
             let chunk = chunk.map_err(|e| {
-                error_response(ErrorCode::InvalidRequest, &format!("cannot read the body: {e}"))
+                ApiError::new(
+                    ErrorCode::InvalidRequest,
+                    format!("cannot read the body: {e}"),
+                )
             })?;
             if body.len() + chunk.len() > limit {
                 return Err(too_large());
@@ -352,13 +401,19 @@ async fn read_audio(
         let mut audio = None;
         loop {
             let field = form.try_next().await.map_err(|e| {
-                error_response(ErrorCode::InvalidRequest, &format!("malformed multipart form: {e}"))
+                ApiError::new(
+                    ErrorCode::InvalidRequest,
+                    format!("malformed multipart form: {e}"),
+                )
             })?;
             let Some(mut field) = field else { break };
             let is_audio = field.name() == Some("audio");
             let mut bytes = Vec::new();
             while let Some(chunk) = field.try_next().await.map_err(|e| {
-                error_response(ErrorCode::InvalidRequest, &format!("malformed multipart form: {e}"))
+                ApiError::new(
+                    ErrorCode::InvalidRequest,
+                    format!("malformed multipart form: {e}"),
+                )
             })? {
                 if bytes.len() + chunk.len() > limit {
                     return Err(too_large());
@@ -372,52 +427,63 @@ async fn read_audio(
             }
         }
         return audio.ok_or_else(|| {
-            error_response(
+            ApiError::new(
                 ErrorCode::InvalidRequest,
                 "the multipart form has no field named 'audio'",
             )
         });
     }
-    Err(error_response(
-        ErrorCode::UnsupportedAudioFormat,
-        &format!(
+    Err(ApiError::new(ErrorCode::UnsupportedAudioFormat, format!(
             "Content-Type '{content_type}' is not taken: send a WAV file as the body with Content-Type audio/wav, or as the field 'audio' of a multipart/form-data form"
         ),
     ))
 }
 
 /// Decode WAV bytes to 16 kHz mono, refusing clips over `max_seconds`.
-fn decode_audio(bytes: &[u8], max_seconds: f64) -> Result<Vec<f32>, HttpResponse> {
+fn decode_audio(bytes: &[u8], max_seconds: f64) -> Result<Vec<f32>, ApiError> {
     let audio = decode_wav(bytes).map_err(|e| match e {
-        WavError::Unsupported(_) => error_response(ErrorCode::UnsupportedAudioFormat, &e.to_string()),
-        _ => error_response(ErrorCode::InvalidAudio, &format!("the audio cannot be decoded: {e}")),
+        WavError::Unsupported(_) => ApiError::new(ErrorCode::UnsupportedAudioFormat, e.to_string()),
+        _ => ApiError::new(
+            ErrorCode::InvalidAudio,
+            format!("the audio cannot be decoded: {e}"),
+        ),
     })?;
     let seconds = audio.samples.len() as f64 / SAMPLE_RATE as f64;
     if seconds > max_seconds {
-        return Err(error_response(
+        return Err(ApiError::new(
             ErrorCode::AudioTooLong,
-            &format!("the audio is {seconds:.1} s long; this endpoint takes at most {max_seconds} s"),
+            format!(
+                "the audio is {seconds:.1} s long; this endpoint takes at most {max_seconds} s"
+            ),
         ));
     }
     if audio.samples.is_empty() {
-        return Err(error_response(ErrorCode::InvalidAudio, "the audio holds no samples"));
+        return Err(ApiError::new(
+            ErrorCode::InvalidAudio,
+            "the audio holds no samples",
+        ));
     }
     Ok(audio.samples)
 }
 
-fn jobs(state: &AppState) -> Result<&Arc<JobService>, HttpResponse> {
-    state
-        .jobs
-        .as_ref()
-        .ok_or_else(|| error_response(ErrorCode::Overloaded, "jobs are not available: no models are loaded"))
+fn jobs(state: &AppState) -> Result<&Arc<JobService>, ApiError> {
+    state.jobs.as_ref().ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::Overloaded,
+            "jobs are not available: no models are loaded",
+        )
+    })
 }
 
-fn store_error(e: QueueError) -> HttpResponse {
+fn store_error(e: QueueError) -> ApiError {
     match e {
-        QueueError::Full(_) => error_response(ErrorCode::Overloaded, &e.to_string()),
+        QueueError::Full(_) => ApiError::new(ErrorCode::Overloaded, e.to_string()),
         QueueError::Store(_) => {
             tracing::error!("{e}");
-            error_response(ErrorCode::Overloaded, "the job store is unavailable; retry later")
+            ApiError::new(
+                ErrorCode::Overloaded,
+                "the job store is unavailable; retry later",
+            )
         }
     }
 }
@@ -449,46 +515,40 @@ pub async fn submit(
     query: web::Query<TranslateQuery>,
     payload: web::Payload,
     state: web::Data<AppState>,
-) -> HttpResponse {
-    let jobs = match jobs(&state) {
-        Ok(j) => j,
-        Err(r) => return r,
-    };
-    let mut params = match check_params(&jobs.services, &query) {
-        Ok(p) => p,
-        Err(r) => return r,
-    };
+) -> Answer {
+    let jobs = jobs(&state)?;
+    let mut params = check_params(&jobs.services, &query)?;
     if let Some(url) = query.callback_url.as_deref() {
-        if let Err(m) = jobs.callbacks.validate_url(url).await {
-            return error_response(ErrorCode::InvalidRequest, &format!("callback_url: {m}"));
-        }
+        jobs.callbacks
+            .validate_url(url)
+            .await
+            .map_err(|m| ApiError::new(ErrorCode::InvalidRequest, format!("callback_url: {m}")))?;
         params.callback_url = Some(url.to_string());
     }
     // Refuse before reading a body that cannot be queued.
-    match jobs.queue.depth().await {
-        Ok(depth) if depth >= jobs.queue.capacity() => return store_error(QueueError::Full(jobs.queue.capacity())),
-        Ok(_) => {}
-        Err(e) => return store_error(e),
+    if jobs.queue.depth().await.map_err(store_error)? >= jobs.queue.capacity() {
+        return Err(store_error(QueueError::Full(jobs.queue.capacity())));
     }
-    let bytes = match read_audio(&req, payload, jobs.config.max_job_bytes).await {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
-    let samples = match decode_audio(&bytes, jobs.config.max_job_seconds) {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
+    let bytes = read_audio(&req, payload, jobs.config.max_job_bytes).await?;
+    let samples = decode_audio(&bytes, jobs.config.max_job_seconds)?;
     let duration = samples.len() as f64 / SAMPLE_RATE as f64;
     let id = format!("wf_{}", uuid::Uuid::new_v4().simple());
-    let record = JobRecord::new(id.clone(), params, (duration * 1000.0).round() / 1000.0, jobs.config.result_ttl);
+    let record = JobRecord::new(
+        id.clone(),
+        params,
+        (duration * 1000.0).round() / 1000.0,
+        jobs.config.result_ttl,
+    );
     // Stored as 16 kHz 16-bit mono: a quarter of a 48 kHz stereo upload.
     let ahead = jobs.queue.depth().await.unwrap_or(0);
-    if let Err(e) = jobs.queue.submit(&record, encode_pcm16(&samples, SAMPLE_RATE, 1)).await {
-        return store_error(e);
-    }
+    jobs.queue
+        .submit(&record, encode_pcm16(&samples, SAMPLE_RATE, 1))
+        .await
+        .map_err(store_error)?;
     tracing::info!(job = %id, seconds = duration, "job accepted");
-    let estimate = jobs.estimate(duration) * (ahead as f64 / jobs.services.asr.workers().max(1) as f64 + 1.0);
-    HttpResponse::Accepted()
+    let estimate =
+        jobs.estimate(duration) * (ahead as f64 / jobs.services.asr.workers().max(1) as f64 + 1.0);
+    Ok(HttpResponse::Accepted()
         .insert_header((header::LOCATION, format!("/api/v1/translate/status/{id}")))
         .json(JobAccepted {
             status_url: format!("/api/v1/translate/status/{id}"),
@@ -496,16 +556,16 @@ pub async fn submit(
             workflow_id: id,
             status: JobStatus::Queued,
             estimated_seconds: round1(estimate),
-        })
+        }))
 }
 
-async fn find(state: &AppState, id: &str) -> Result<JobRecord, HttpResponse> {
+async fn find(state: &AppState, id: &str) -> Result<JobRecord, ApiError> {
     let jobs = jobs(state)?;
     match jobs.queue.get(id).await {
         Ok(Some(record)) => Ok(record),
-        Ok(None) => Err(error_response(
+        Ok(None) => Err(ApiError::new(
             ErrorCode::NotFound,
-            &format!("no job '{id}': it never existed or its result has expired"),
+            format!("no job '{id}': it never existed or its result has expired"),
         )),
         Err(e) => Err(store_error(e)),
     }
@@ -523,29 +583,40 @@ async fn find(state: &AppState, id: &str) -> Result<JobRecord, HttpResponse> {
         (status = 503, description = "The job store is unavailable.", body = tolk_protocol::error::ErrorBody),
     )
 )]
-pub async fn status(path: web::Path<String>, state: web::Data<AppState>) -> HttpResponse {
-    match find(&state, &path).await {
-        Ok(record) => HttpResponse::Ok().json(status_body(record)),
-        Err(r) => r,
-    }
+pub async fn status(path: web::Path<String>, state: web::Data<AppState>) -> Answer {
+    let record = find(&state, &path).await?;
+    Ok(HttpResponse::Ok().json(status_body(record)))
 }
 
 /// Refuse a job that has not completed: not yet (409), or failed (its error).
-fn completed(record: &JobRecord) -> Result<(), HttpResponse> {
+fn completed(record: &JobRecord) -> Result<(), ApiError> {
     match record.status {
         JobStatus::Completed => Ok(()),
         JobStatus::Failed => {
             let error = record.error.clone();
             let code = error
                 .as_ref()
-                .and_then(|e| serde_json::from_value::<ErrorCode>(serde_json::Value::String(e.code.clone())).ok())
+                .and_then(|e| {
+                    serde_json::from_value::<ErrorCode>(serde_json::Value::String(e.code.clone()))
+                        .ok()
+                })
                 .unwrap_or(ErrorCode::Internal);
-            let message = error.map_or_else(|| "the job failed".to_string(), |e| format!("the job failed: {}", e.message));
-            Err(error_response(code, &message))
+            let message = error.map_or_else(
+                || "the job failed".to_string(),
+                |e| format!("the job failed: {}", e.message),
+            );
+            Err(ApiError::new(code, message))
         }
-        status => Err(error_response(
+        status => Err(ApiError::new(
             ErrorCode::JobNotReady,
-            &format!("the job is {}, at {} %; poll its status", serde_json::to_value(status).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default(), record.progress),
+            format!(
+                "the job is {}, at {} %; poll its status",
+                serde_json::to_value(status)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default(),
+                record.progress
+            ),
         )),
     }
 }
@@ -565,15 +636,10 @@ fn completed(record: &JobRecord) -> Result<(), HttpResponse> {
         (status = 503, description = "The job store is unavailable.", body = tolk_protocol::error::ErrorBody),
     )
 )]
-pub async fn result(path: web::Path<String>, state: web::Data<AppState>) -> HttpResponse {
-    let record = match find(&state, &path).await {
-        Ok(r) => r,
-        Err(r) => return r,
-    };
-    if let Err(r) = completed(&record) {
-        return r;
-    }
-    HttpResponse::Ok().json(record.result)
+pub async fn result(path: web::Path<String>, state: web::Data<AppState>) -> Answer {
+    let record = find(&state, &path).await?;
+    completed(&record)?;
+    Ok(HttpResponse::Ok().json(record.result))
 }
 
 /// A completed job's synthesized speech.
@@ -591,29 +657,29 @@ pub async fn result(path: web::Path<String>, state: web::Data<AppState>) -> Http
         (status = 503, description = "The job store is unavailable.", body = tolk_protocol::error::ErrorBody),
     )
 )]
-pub async fn result_audio(path: web::Path<String>, state: web::Data<AppState>) -> HttpResponse {
-    let record = match find(&state, &path).await {
-        Ok(r) => r,
-        Err(r) => return r,
-    };
-    if let Err(r) = completed(&record) {
-        return r;
-    }
+pub async fn result_audio(path: web::Path<String>, state: web::Data<AppState>) -> Answer {
+    let record = find(&state, &path).await?;
+    completed(&record)?;
     if !record.params.tts {
-        return error_response(ErrorCode::NotFound, "the job was submitted without tts=true: it has no audio");
+        return Err(ApiError::new(
+            ErrorCode::NotFound,
+            "the job was submitted without tts=true: it has no audio",
+        ));
     }
-    let jobs = match jobs(&state) {
-        Ok(j) => j,
-        Err(r) => return r,
-    };
-    match jobs.queue.output_audio(&record.id).await {
-        Ok(Some(wav)) => HttpResponse::Ok()
-            .content_type("audio/wav")
-            .insert_header((header::CONTENT_DISPOSITION, format!("attachment; filename=\"{}.wav\"", record.id)))
-            .body(wav),
-        Ok(None) => error_response(ErrorCode::NotFound, "the job's audio has expired"),
-        Err(e) => store_error(e),
-    }
+    let jobs = jobs(&state)?;
+    let wav = jobs
+        .queue
+        .output_audio(&record.id)
+        .await
+        .map_err(store_error)?
+        .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "the job's audio has expired"))?;
+    Ok(HttpResponse::Ok()
+        .content_type("audio/wav")
+        .insert_header((
+            header::CONTENT_DISPOSITION,
+            format!("attachment; filename=\"{}.wav\"", record.id),
+        ))
+        .body(wav))
 }
 
 /// Translate a short clip and answer with the result.
@@ -644,30 +710,18 @@ pub async fn sync(
     query: web::Query<TranslateQuery>,
     payload: web::Payload,
     state: web::Data<AppState>,
-) -> HttpResponse {
+) -> Answer {
     let started = Instant::now();
-    let jobs = match jobs(&state) {
-        Ok(j) => j,
-        Err(r) => return r,
-    };
+    let jobs = jobs(&state)?;
     if query.callback_url.is_some() {
-        return error_response(
+        return Err(ApiError::new(
             ErrorCode::InvalidRequest,
             "callback_url is for jobs (POST /api/v1/translate); the sync call answers directly",
-        );
+        ));
     }
-    let params = match check_params(&jobs.services, &query) {
-        Ok(p) => p,
-        Err(r) => return r,
-    };
-    let bytes = match read_audio(&req, payload, jobs.config.max_sync_bytes).await {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
-    let samples = match decode_audio(&bytes, jobs.config.max_sync_seconds) {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
+    let params = check_params(&jobs.services, &query)?;
+    let bytes = read_audio(&req, payload, jobs.config.max_sync_bytes).await?;
+    let samples = decode_audio(&bytes, jobs.config.max_sync_seconds)?;
     let request = ClipRequest {
         audio: samples,
         source: params.source_lang,
@@ -677,23 +731,21 @@ pub async fn sync(
         wait_when_busy: false,
     };
     let (progress, _) = watch::channel(0);
-    match pipeline::process(&jobs.services, request, &jobs.instance, &progress).await {
-        Ok(output) => {
-            let result = output.result;
-            HttpResponse::Ok().json(SyncResponse {
-                transcript: result.transcript,
-                translation: result.translation,
-                audio_base64: output
-                    .speech
-                    .map(|wav| base64::engine::general_purpose::STANDARD.encode(wav)),
-                language: result.language,
-                segments: result.segments,
-                processing_ms: started.elapsed().as_millis() as u64,
-                metadata: result.metadata,
-            })
-        }
-        Err(e) => error_response(e.code, &e.message),
-    }
+    let output = pipeline::process(&jobs.services, request, &jobs.instance, &progress)
+        .await
+        .map_err(|e| ApiError::new(e.code, e.message))?;
+    let result = output.result;
+    Ok(HttpResponse::Ok().json(SyncResponse {
+        transcript: result.transcript,
+        translation: result.translation,
+        audio_base64: output
+            .speech
+            .map(|wav| base64::engine::general_purpose::STANDARD.encode(wav)),
+        language: result.language,
+        segments: result.segments,
+        processing_ms: started.elapsed().as_millis() as u64,
+        metadata: result.metadata,
+    }))
 }
 
 /// `GET /docs`: the OpenAPI document, rendered.

@@ -248,7 +248,11 @@ pub async fn process(
         let mut rate = 22_050;
         let n = segments.len().max(1);
         for (i, segment) in segments.iter().enumerate() {
-            let text = segment.translation.as_ref().unwrap_or(&segment.text).clone();
+            let text = segment
+                .translation
+                .as_ref()
+                .unwrap_or(&segment.text)
+                .clone();
             let response = run_job(
                 &services.speech,
                 || SpeakRequest {
@@ -412,13 +416,18 @@ mod tests {
     #[test]
     fn long_silence_separates_chunks() {
         let p = probs(20.0, &[(1.0, 3.0), (10.0, 12.0)]);
-        assert_eq!(seconds(&plan_chunks(&p, 320_000)), vec![(0.8, 3.2), (9.8, 12.2)]);
+        assert_eq!(
+            seconds(&plan_chunks(&p, 320_000)),
+            vec![(0.8, 3.2), (9.8, 12.2)]
+        );
     }
 
     #[test]
     fn nearby_stretches_group_up_to_the_chunk_limit() {
         // Ten 4 s stretches 1 s apart: grouped, no chunk over 28 s, all speech covered.
-        let speech: Vec<(f64, f64)> = (0..10).map(|i| (i as f64 * 5.0, i as f64 * 5.0 + 4.0)).collect();
+        let speech: Vec<(f64, f64)> = (0..10)
+            .map(|i| (i as f64 * 5.0, i as f64 * 5.0 + 4.0))
+            .collect();
         let p = probs(50.0, &speech);
         let chunks = plan_chunks(&p, 800_000);
         assert_eq!(chunks.len(), 2, "{:?}", seconds(&chunks));
@@ -427,7 +436,10 @@ mod tests {
         }
         for &(a, b) in &speech {
             let (a, b) = ((a * 16_000.0) as usize, (b * 16_000.0) as usize);
-            assert!(chunks.iter().any(|c| c.start <= a && b <= c.end), "{a}..{b} not covered");
+            assert!(
+                chunks.iter().any(|c| c.start <= a && b <= c.end),
+                "{a}..{b} not covered"
+            );
         }
     }
 
@@ -439,8 +451,14 @@ mod tests {
         let chunks = plan_chunks(&p, 960_000);
         let s = seconds(&chunks);
         assert_eq!(s[0], (0.0, 24.0), "{s:?}");
-        assert!(chunks.windows(2).all(|w| w[0].end == w[1].start), "contiguous: {s:?}");
+        assert!(
+            chunks.windows(2).all(|w| w[0].end == w[1].start),
+            "contiguous: {s:?}"
+        );
         assert_eq!(chunks.last().unwrap().end, 960_000);
-        assert!(chunks.iter().all(|c| c.len() <= 28 * 16_000 + VAD_WINDOW), "{s:?}");
+        assert!(
+            chunks.iter().all(|c| c.len() <= 28 * 16_000 + VAD_WINDOW),
+            "{s:?}"
+        );
     }
 }

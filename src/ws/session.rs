@@ -159,14 +159,17 @@ impl Session {
                 if let Err(e) = audio_format.validate() {
                     return self.error(ctx, ErrorCode::UnsupportedAudioFormat, e);
                 }
-                let language =
-                    match self.services()
-                        .check_languages(&source_lang, target_lang.as_deref(), task, tts) {
-                        Ok(language) => language,
-                        Err(message) => {
-                            return self.error(ctx, ErrorCode::UnsupportedLanguage, message)
-                        }
-                    };
+                let language = match self.services().check_languages(
+                    &source_lang,
+                    target_lang.as_deref(),
+                    task,
+                    tts,
+                ) {
+                    Ok(language) => language,
+                    Err(message) => {
+                        return self.error(ctx, ErrorCode::UnsupportedLanguage, message)
+                    }
+                };
                 let spec = StreamSpec {
                     format: audio_format,
                     language,
@@ -228,7 +231,6 @@ impl Session {
             }
         }
     }
-
 
     fn start_stream(&mut self, ctx: &mut ws::WebsocketContext<Self>, spec: StreamSpec) {
         let services = self.services();

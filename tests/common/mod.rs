@@ -140,7 +140,10 @@ impl Server {
     /// ignored (a server may answer and close before reading a large body).
     pub fn request(&self, method: &str, path: &str, headers: &[&str], body: &[u8]) -> Response {
         let mut stream = TcpStream::connect(&self.addr).unwrap();
-        let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n", self.addr);
+        let mut head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n",
+            self.addr
+        );
         let framed = |h: &&str| {
             let h = h.to_ascii_lowercase();
             h.starts_with("content-length:") || h.starts_with("transfer-encoding:")
@@ -153,7 +156,9 @@ impl Server {
             head.push_str("\r\n");
         }
         head.push_str("\r\n");
-        let _ = stream.write_all(head.as_bytes()).and_then(|_| stream.write_all(body));
+        let _ = stream
+            .write_all(head.as_bytes())
+            .and_then(|_| stream.write_all(body));
         let mut raw = Vec::new();
         let _ = stream.read_to_end(&mut raw);
         Response::parse(&raw)
@@ -161,7 +166,12 @@ impl Server {
 
     /// POST a body of `content_type`.
     pub fn post(&self, path: &str, content_type: &str, body: &[u8]) -> Response {
-        self.request("POST", path, &[&format!("Content-Type: {content_type}")], body)
+        self.request(
+            "POST",
+            path,
+            &[&format!("Content-Type: {content_type}")],
+            body,
+        )
     }
 
     /// A gauge or counter from /metrics.
@@ -196,21 +206,38 @@ impl Response {
             .unwrap_or_else(|| panic!("no HTTP head in {:?}", String::from_utf8_lossy(raw)));
         let head = String::from_utf8_lossy(&raw[..split]).to_string();
         let mut lines = head.lines();
-        let status = lines.next().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
+        let status = lines
+            .next()
+            .unwrap()
+            .split(' ')
+            .nth(1)
+            .unwrap()
+            .parse()
+            .unwrap();
         let headers: Vec<(String, String)> = lines
             .filter_map(|l| l.split_once(':'))
             .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
             .collect();
         let mut body = raw[split + 4..].to_vec();
-        if headers.iter().any(|(k, v)| k == "transfer-encoding" && v.contains("chunked")) {
+        if headers
+            .iter()
+            .any(|(k, v)| k == "transfer-encoding" && v.contains("chunked"))
+        {
             body = dechunk(&body);
         }
-        Response { status, headers, body }
+        Response {
+            status,
+            headers,
+            body,
+        }
     }
 
     pub fn header(&self, name: &str) -> Option<&str> {
         let name = name.to_ascii_lowercase();
-        self.headers.iter().find(|(k, _)| *k == name).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.as_str())
     }
 
     pub fn text(&self) -> String {
@@ -242,8 +269,11 @@ impl Response {
 fn dechunk(mut data: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     loop {
-        let Some(end) = data.windows(2).position(|w| w == b"\r\n") else { return out };
-        let size = usize::from_str_radix(String::from_utf8_lossy(&data[..end]).trim(), 16).unwrap_or(0);
+        let Some(end) = data.windows(2).position(|w| w == b"\r\n") else {
+            return out;
+        };
+        let size =
+            usize::from_str_radix(String::from_utf8_lossy(&data[..end]).trim(), 16).unwrap_or(0);
         if size == 0 {
             return out;
         }
