@@ -65,7 +65,7 @@ def main():
         [os.path.join(ROOT, "target/release/tolk"), "serve", "--bind", "127.0.0.1:0",
          "--asr-model", args.asr_model, "--job-workers", str(args.job_workers),
          "--job-queue-capacity", str(max(64, args.jobs))],
-        stdout=subprocess.PIPE, text=True)
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         line = server.stdout.readline()
         base = line.strip().removeprefix("tolk listening on ")

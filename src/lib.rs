@@ -5,6 +5,8 @@
 //! - [`commands`]: one module per subcommand (`transcribe`, `models`, `bench`).
 //! - [`server`]: the HTTP server (`tolk serve`) and its routes.
 //! - [`ws`]: the streaming WebSocket endpoint and its session actor.
+//! - [`rest`]: the REST API (jobs, sync translation, OpenAPI) and the clip pipeline.
+//! - [`jobs`]: where jobs wait (in process, or Redis) and how their callbacks are sent.
 //! - [`telemetry`]: logging set-up.
 //!
 //! Engines live in `tolk-models`, the actor graph in `tolk-actors`, wire types in

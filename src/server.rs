@@ -107,6 +107,9 @@ pub struct ServeArgs {
     /// Longest clip a job takes, in seconds.
     #[arg(long, env = "TOLK_MAX_JOB_SECONDS", default_value_t = 600)]
     pub max_job_seconds: u64,
+    /// REST requests carrying audio handled at once (uploads, sync calls); more get 503.
+    #[arg(long, env = "TOLK_MAX_UPLOADS", default_value_t = 8)]
+    pub max_uploads: usize,
     /// Key that signs callbacks (HMAC-SHA256); without one, `callback_url` is refused.
     #[arg(long, env = "TOLK_CALLBACK_SECRET", hide_env_values = true)]
     pub callback_secret: Option<String>,
@@ -167,13 +170,18 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let Some(jobs) = &state.jobs else {
         return error_response(ErrorCode::Overloaded, "not ready: no models are loaded");
     };
-    match jobs.queue.depth().await {
-        Ok(depth) => HttpResponse::Ok().json(json!({
+    // A probe wants an answer, not a client's patience with a reconnecting store.
+    match tokio::time::timeout(Duration::from_secs(2), jobs.queue.depth()).await {
+        Ok(Ok(depth)) => HttpResponse::Ok().json(json!({
             "status": "ready",
             "asr_model": jobs.services.model,
             "jobs_queued": depth,
         })),
-        Err(e) => error_response(ErrorCode::Overloaded, &format!("not ready: {e}")),
+        Ok(Err(e)) => error_response(ErrorCode::Overloaded, &format!("not ready: {e}")),
+        Err(_) => error_response(
+            ErrorCode::Overloaded,
+            "not ready: the job store did not answer within 2 s",
+        ),
     }
 }
 
@@ -494,6 +502,7 @@ pub fn run(args: ServeArgs) -> Result<(), CommandError> {
     let rest_config = RestConfig {
         max_job_seconds: args.max_job_seconds as f64,
         result_ttl: Duration::from_secs(args.job_ttl_seconds.max(1)),
+        max_uploads: args.max_uploads.max(1),
         ..RestConfig::default()
     };
     let callbacks = CallbackConfig {

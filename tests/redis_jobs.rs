@@ -118,6 +118,13 @@ fn a_job_accepted_by_one_instance_is_completed_by_another() {
             > 2000
     );
     assert_eq!(late.metric("tolk_jobs_queued"), 0.0);
+
+    // Redis gone: not ready, and polls say the store is unavailable (not "no such job").
+    drop(redis);
+    let r = late.request("GET", "/readyz", &[], b"");
+    r.assert_error(503, "overloaded");
+    let r = late.request("GET", &format!("/api/v1/translate/status/{id}"), &[], b"");
+    assert!(r.assert_error(503, "overloaded").contains("unavailable"));
 }
 
 #[test]

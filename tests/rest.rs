@@ -413,6 +413,30 @@ fn a_full_queue_answers_503_with_retry_after() {
 }
 
 #[test]
+fn uploads_beyond_the_limit_are_refused_while_one_is_being_read() {
+    let server = Server::start(&["--max-uploads", "1"]);
+    // An upload that declares 1 MB and sends 10 bytes holds the only slot...
+    let mut slow = std::net::TcpStream::connect(&server.addr).unwrap();
+    write!(
+        slow,
+        "POST /api/v1/translate/sync HTTP/1.1\r\nHost: x\r\nContent-Type: audio/wav\r\nContent-Length: 1000000\r\n\r\nRIFF012345"
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    // ...so the next is refused at once, with nothing read.
+    let r = server.post("/api/v1/translate/sync", "audio/wav", &jfk());
+    assert!(r
+        .assert_error(503, "overloaded")
+        .contains("requests with audio"));
+    assert!(r.header("retry-after").is_some());
+    // Once it goes away, the slot is free again.
+    drop(slow);
+    std::thread::sleep(Duration::from_millis(300));
+    let r = server.post("/api/v1/translate/sync?source_lang=en", "audio/wav", &jfk());
+    assert_eq!(r.status, 200, "{}", r.text());
+}
+
+#[test]
 fn a_job_of_silence_completes_with_no_words() {
     let server = Server::start(&[]);
     let r = server.post(

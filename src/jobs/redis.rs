@@ -182,7 +182,13 @@ impl RedisQueue {
             .get_multiplexed_async_connection_with_config(&blocking_config())
             .await
             .map_err(unreachable)?;
-        let config = ConnectionManagerConfig::new().set_response_timeout(Some(RESPONSE_TIMEOUT));
+        // Few, short reconnection tries: during an outage a poll should get its 503 in
+        // about a second (the next call tries again), not after the default ~6 s of retries.
+        let config = ConnectionManagerConfig::new()
+            .set_response_timeout(Some(RESPONSE_TIMEOUT))
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_millis(400));
         let conn = client
             .get_connection_manager_with_config(config)
             .await

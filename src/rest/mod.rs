@@ -14,7 +14,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use base64::Engine as _;
 use futures_util::{StreamExt, TryStreamExt};
 use serde::Deserialize;
-use tokio::sync::watch;
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tolk_actors::pool::Priority;
 use tolk_models::asr::SAMPLE_RATE;
 use tolk_models::audio::decode_wav;
@@ -79,6 +79,9 @@ pub struct RestConfig {
     pub max_job_bytes: usize,
     /// How long job records and results are kept.
     pub result_ttl: Duration,
+    /// Requests carrying audio handled at once (uploads being read, sync calls running);
+    /// more are refused with 503, so request bodies never pile up in memory.
+    pub max_uploads: usize,
 }
 
 impl Default for RestConfig {
@@ -89,6 +92,7 @@ impl Default for RestConfig {
             max_job_seconds: 600.0,
             max_job_bytes: 100 * 1024 * 1024,
             result_ttl: Duration::from_secs(24 * 3600),
+            max_uploads: 8,
         }
     }
 }
@@ -103,6 +107,7 @@ pub struct JobService {
     pub instance: String,
     /// Seconds of processing per second of audio, averaged over recent jobs.
     seconds_per_second: Mutex<f64>,
+    uploads: Arc<Semaphore>,
     stopping: AtomicBool,
 }
 
@@ -114,6 +119,7 @@ impl JobService {
         callbacks: CallbackConfig,
         instance: String,
     ) -> Self {
+        let uploads = Arc::new(Semaphore::new(config.max_uploads.max(1)));
         Self {
             queue,
             services,
@@ -123,8 +129,22 @@ impl JobService {
             // base-q4_0 on 2 cores runs ~0.06 s per second of speech (BENCHMARKS.md);
             // start cautious, learn from each job.
             seconds_per_second: Mutex::new(0.15),
+            uploads,
             stopping: AtomicBool::new(false),
         }
+    }
+
+    /// A place for one request carrying audio, or 503.
+    fn upload_slot(&self) -> Result<OwnedSemaphorePermit, ApiError> {
+        self.uploads.clone().try_acquire_owned().map_err(|_| {
+            ApiError::new(
+                ErrorCode::Overloaded,
+                format!(
+                    "{} requests with audio are being handled, the limit; retry later",
+                    self.config.max_uploads
+                ),
+            )
+        })
     }
 
     fn estimate(&self, duration_seconds: f64) -> f64 {
@@ -529,6 +549,7 @@ pub async fn submit(
     if jobs.queue.depth().await.map_err(store_error)? >= jobs.queue.capacity() {
         return Err(store_error(QueueError::Full(jobs.queue.capacity())));
     }
+    let _slot = jobs.upload_slot()?;
     let bytes = read_audio(&req, payload, jobs.config.max_job_bytes).await?;
     let samples = decode_audio(&bytes, jobs.config.max_job_seconds)?;
     let duration = samples.len() as f64 / SAMPLE_RATE as f64;
@@ -720,6 +741,7 @@ pub async fn sync(
         ));
     }
     let params = check_params(&jobs.services, &query)?;
+    let _slot = jobs.upload_slot()?;
     let bytes = read_audio(&req, payload, jobs.config.max_sync_bytes).await?;
     let samples = decode_audio(&bytes, jobs.config.max_sync_seconds)?;
     let request = ClipRequest {
