@@ -22,7 +22,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the server.
-    Serve(server::ServeArgs),
+    Serve(Box<server::ServeArgs>),
     /// Transcribe (or translate to English) a WAV file.
     Transcribe(TranscribeArgs),
     /// List installed models and the languages each offers.
@@ -164,7 +164,7 @@ pub struct BenchArgs {
 /// Run a parsed command line; errors are printed on one line.
 pub fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
-        Command::Serve(args) => server::run(args),
+        Command::Serve(args) => server::run(*args),
         Command::Transcribe(args) => commands::transcribe::run(args),
         Command::Models(args) => commands::models::run(args),
         Command::Bench(args) => commands::bench::run(args),
