@@ -5,7 +5,6 @@
 pub mod openapi;
 pub mod pipeline;
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
@@ -108,7 +107,6 @@ pub struct JobService {
     /// Seconds of processing per second of audio, averaged over recent jobs.
     seconds_per_second: Mutex<f64>,
     uploads: Arc<Semaphore>,
-    stopping: AtomicBool,
 }
 
 impl JobService {
@@ -130,7 +128,6 @@ impl JobService {
             // start cautious, learn from each job.
             seconds_per_second: Mutex::new(0.15),
             uploads,
-            stopping: AtomicBool::new(false),
         }
     }
 
@@ -166,15 +163,12 @@ impl JobService {
         }
     }
 
-    /// Stop taking jobs; the one a worker holds is finished.
-    pub fn stop(&self) {
-        self.stopping.store(true, Ordering::Release);
-    }
-
-    /// One job worker: take, run, finish, until stopped.
+    /// One job worker: take, run, finish, for as long as the server runs. A job it holds
+    /// when the server stops is not finished: in Redis its claim lapses and another
+    /// instance runs it.
     pub async fn work(self: Arc<Self>, worker: String) {
         tracing::info!(%worker, "job worker started");
-        while !self.stopping.load(Ordering::Acquire) {
+        loop {
             match self.queue.take(&worker, Duration::from_secs(1)).await {
                 Ok(Some(claimed)) => self.run(&worker, claimed).await,
                 Ok(None) => {}
@@ -292,9 +286,9 @@ impl JobService {
             result: record.result.clone(),
             error: record.error.clone(),
         };
-        let mut attempts = Vec::new();
-        let status =
-            callback::deliver(&self.callbacks, url, &payload, |s| attempts.push(s.clone())).await;
+        // The record is stored once delivery has succeeded or given up (a poll during the
+        // retries still shows the callback as not delivered).
+        let status = callback::deliver(&self.callbacks, url, &payload, |_| {}).await;
         tracing::info!(job = %record.id, delivered = status.delivered, attempts = status.attempts, "callback");
         record.callback = Some(status);
         if let Err(e) = self.queue.update(worker, record).await {
