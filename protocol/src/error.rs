@@ -64,11 +64,19 @@ pub enum ErrorCode {
     JobNotReady,
     /// A known path asked with a method it does not serve (`Allow` lists those it does).
     MethodNotAllowed,
+    /// No credentials, or credentials that do not verify (bad signature, expired, revoked).
+    Unauthorized,
+    /// Valid credentials without the permission the request needs.
+    Forbidden,
+    /// More requests than the caller's tier allows per minute.
+    RateLimited,
+    /// The caller's daily audio quota (or concurrent-stream allowance) is used up.
+    QuotaExceeded,
 }
 
 impl ErrorCode {
     /// All codes, in table order, for documentation and exhaustive tests.
-    pub const ALL: [ErrorCode; 18] = [
+    pub const ALL: [ErrorCode; 22] = [
         ErrorCode::InvalidMessage,
         ErrorCode::StreamNotStarted,
         ErrorCode::StreamAlreadyStarted,
@@ -87,6 +95,10 @@ impl ErrorCode {
         ErrorCode::NotFound,
         ErrorCode::JobNotReady,
         ErrorCode::MethodNotAllowed,
+        ErrorCode::Unauthorized,
+        ErrorCode::Forbidden,
+        ErrorCode::RateLimited,
+        ErrorCode::QuotaExceeded,
     ];
 
     /// The status a REST response (or a refused WebSocket upgrade) carries for this code.
@@ -95,6 +107,9 @@ impl ErrorCode {
             ErrorCode::InvalidMessage | ErrorCode::InvalidRequest => 400,
             ErrorCode::NotFound => 404,
             ErrorCode::MethodNotAllowed => 405,
+            ErrorCode::Unauthorized => 401,
+            ErrorCode::Forbidden => 403,
+            ErrorCode::RateLimited | ErrorCode::QuotaExceeded => 429,
             ErrorCode::StreamNotStarted
             | ErrorCode::StreamAlreadyStarted
             | ErrorCode::JobNotReady => 409,
@@ -118,6 +133,8 @@ impl ErrorCode {
                 | ErrorCode::Overloaded
                 | ErrorCode::Internal
                 | ErrorCode::JobNotReady
+                | ErrorCode::RateLimited
+                | ErrorCode::QuotaExceeded
         )
     }
 
@@ -142,6 +159,10 @@ impl ErrorCode {
             ErrorCode::NotFound => "not_found",
             ErrorCode::JobNotReady => "job_not_ready",
             ErrorCode::MethodNotAllowed => "method_not_allowed",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::QuotaExceeded => "quota_exceeded",
         }
     }
 }
@@ -189,7 +210,11 @@ mod tests {
                 | ErrorCode::PayloadTooLarge
                 | ErrorCode::NotFound
                 | ErrorCode::JobNotReady
-                | ErrorCode::MethodNotAllowed => c.as_str(),
+                | ErrorCode::MethodNotAllowed
+                | ErrorCode::Unauthorized
+                | ErrorCode::Forbidden
+                | ErrorCode::RateLimited
+                | ErrorCode::QuotaExceeded => c.as_str(),
             })
             .collect::<std::collections::HashSet<_>>()
             .len();
@@ -217,6 +242,10 @@ mod tests {
             ("not_found", 404, false),
             ("job_not_ready", 409, true),
             ("method_not_allowed", 405, false),
+            ("unauthorized", 401, false),
+            ("forbidden", 403, false),
+            ("rate_limited", 429, true),
+            ("quota_exceeded", 429, true),
         ];
         for (code, (name, status, retryable)) in ErrorCode::ALL.into_iter().zip(table) {
             assert_eq!(code.as_str(), name);
