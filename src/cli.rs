@@ -33,6 +33,71 @@ pub enum Command {
     Translate(TranslateArgs),
     /// Speak text into a WAV file (a Piper voice when one is installed, else espeak-ng).
     Speak(SpeakArgs),
+    /// Create, list and revoke API keys.
+    Keys(KeysArgs),
+}
+
+/// Where API keys are kept: the same flags as `tolk serve`.
+#[derive(Debug, Clone, Args)]
+pub struct KeysStoreArgs {
+    /// File of API keys (hashes only), when no Redis is configured.
+    #[arg(
+        long,
+        env = "TOLK_KEYS_FILE",
+        default_value = "data/api-keys.json",
+        global = true
+    )]
+    pub keys_file: PathBuf,
+    /// Keep keys in Redis (shared by every instance).
+    #[arg(long, env = "TOLK_REDIS_URL", global = true)]
+    pub redis_url: Option<String>,
+    /// Prefix of this deployment's Redis keys.
+    #[arg(long, env = "TOLK_REDIS_PREFIX", default_value = "tolk", global = true)]
+    pub redis_prefix: String,
+}
+
+#[derive(Debug, Args)]
+pub struct KeysArgs {
+    #[command(subcommand)]
+    pub action: KeysAction,
+    #[command(flatten)]
+    pub store: KeysStoreArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysAction {
+    /// Create a key and print it (once: only its hash is stored).
+    Create {
+        /// Who or what the key is for.
+        #[arg(long)]
+        name: String,
+        /// Limits tier: free, basic, premium, enterprise, or one from --tiers-file.
+        #[arg(long, default_value = "free")]
+        tier: String,
+        /// Permissions (comma-separated); default all: translate:read, translate:write,
+        /// stream:create, models:list.
+        #[arg(long, value_delimiter = ',')]
+        permissions: Vec<String>,
+        /// Override the tier's requests per minute for this key.
+        #[arg(long)]
+        requests_per_minute: Option<u32>,
+        /// Override the tier's concurrent streams for this key.
+        #[arg(long)]
+        concurrent_streams: Option<u32>,
+        /// Override the tier's daily audio minutes for this key.
+        #[arg(long)]
+        audio_minutes_per_day: Option<u32>,
+        /// Print {"key", "id", …} as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List keys (ids, never the keys).
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a key by id; requests with it are refused from then on.
+    Revoke { id: String },
 }
 
 /// Options shared by every command that loads models.
@@ -170,6 +235,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Bench(args) => commands::bench::run(args),
         Command::Translate(args) => commands::translate::run(args),
         Command::Speak(args) => commands::speak::run(args),
+        Command::Keys(args) => commands::keys::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,6 +1,7 @@
 //! tolk: real-time speech translation server.
 //!
 //! Layout:
+//! - [`access`]: authentication, permissions and limits (the middleware and its config).
 //! - [`cli`]: the `tolk` command line and its subcommands.
 //! - [`commands`]: one module per subcommand (`transcribe`, `models`, `bench`).
 //! - [`server`]: the HTTP server (`tolk serve`) and its routes.
@@ -12,6 +13,7 @@
 //! Engines live in `tolk-models`, the actor graph in `tolk-actors`, wire types in
 //! `tolk-protocol`.
 
+pub mod access;
 pub mod cli;
 pub mod commands;
 pub mod jobs;

@@ -31,6 +31,7 @@ use tolk_models::whisper::{all_languages, WhisperConfig, WhisperModel};
 use tolk_protocol::catalog::{LanguagesResponse, ModelsResponse, TranslationPair};
 use tolk_protocol::error::{ErrorBody, ErrorCode, ErrorDetail};
 
+use crate::access::{self, Access, AuthMode};
 use crate::commands::CommandError;
 use crate::jobs::callback::CallbackConfig;
 use crate::jobs::memory::MemoryQueue;
@@ -38,6 +39,8 @@ use crate::jobs::redis::RedisQueue;
 use crate::jobs::JobQueue;
 use crate::rest::{self, JobService, RestConfig};
 use crate::ws::{self, StreamServices, WsConfig};
+use tolk_auth::jwt::{JwtConfig, JwtVerifier};
+use tolk_auth::limits::{LimitStore, MemoryLimits, RedisLimits};
 
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
@@ -125,6 +128,33 @@ pub struct ServeArgs {
     /// Names this instance in job results and as a queue consumer (default: host-pid).
     #[arg(long, env = "TOLK_INSTANCE_ID")]
     pub instance_id: Option<String>,
+    /// Check credentials (`required`) or not (`disabled`). Default: disabled on a loopback
+    /// address, required on any other.
+    #[arg(long, env = "TOLK_AUTH_MODE", value_enum)]
+    pub auth_mode: Option<AuthMode>,
+    /// Shared secret of HS256 bearer tokens (at least 32 bytes).
+    #[arg(long, env = "TOLK_JWT_HS256_SECRET", hide_env_values = true)]
+    pub jwt_hs256_secret: Option<String>,
+    /// JWKS file with the public keys of RS256/ES256 bearer tokens (reread when a token
+    /// names an unknown `kid`).
+    #[arg(long, env = "TOLK_JWKS_FILE")]
+    pub jwks_file: Option<PathBuf>,
+    /// The `aud` bearer tokens must carry.
+    #[arg(long, env = "TOLK_JWT_AUDIENCE", default_value = "tolk")]
+    pub jwt_audience: String,
+    /// The `iss` bearer tokens must carry, when set.
+    #[arg(long, env = "TOLK_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+    /// File of API keys (hashes only; `tolk keys create` writes it), when no Redis is
+    /// configured.
+    #[arg(long, env = "TOLK_KEYS_FILE", default_value = "data/api-keys.json")]
+    pub keys_file: PathBuf,
+    /// JSON object of tiers overriding the built-in free/basic/premium/enterprise.
+    #[arg(long, env = "TOLK_TIERS_FILE")]
+    pub tiers_file: Option<PathBuf>,
+    /// Serve requests unlimited while the limit store is unreachable, instead of 503.
+    #[arg(long, env = "TOLK_LIMITS_FAIL_OPEN")]
+    pub limits_fail_open: bool,
 }
 
 /// State shared by every request handler.
@@ -132,6 +162,8 @@ pub struct AppState {
     pub registry: Registry,
     pub streaming: Option<Arc<StreamServices>>,
     pub jobs: Option<Arc<JobService>>,
+    /// Credentials and limits; `None` when auth is disabled.
+    pub access: Option<Arc<Access>>,
 }
 
 /// A JSON error: `{"error": {"code", "message", "request_id"}}` with the code's status.
@@ -472,6 +504,59 @@ fn instance_id(args: &ServeArgs) -> String {
     })
 }
 
+/// Credentials and limits as the flags ask: keys and limits in Redis when a URL is given,
+/// else in a file and in memory. `None` when auth is disabled.
+async fn access(args: &ServeArgs) -> Result<Option<Arc<Access>>, CommandError> {
+    let mode = args.auth_mode.unwrap_or(if args.bind.ip().is_loopback() {
+        AuthMode::Disabled
+    } else {
+        AuthMode::Required
+    });
+    if mode == AuthMode::Disabled {
+        tracing::warn!(bind = %args.bind, "authentication is DISABLED: every request is served, unlimited (--auth-mode required to check credentials)");
+        return Ok(None);
+    }
+    let config = |e: String| CommandError::Config(e);
+    let jwt = JwtVerifier::new(JwtConfig {
+        hs256_secret: args.jwt_hs256_secret.clone().filter(|s| !s.is_empty()),
+        jwks_file: args.jwks_file.clone(),
+        audience: args.jwt_audience.clone(),
+        issuer: args.jwt_issuer.clone(),
+        ..JwtConfig::default()
+    })
+    .map_err(|e| config(e.to_string()))?;
+    let store_args = crate::cli::KeysStoreArgs {
+        keys_file: args.keys_file.clone(),
+        redis_url: args.redis_url.clone(),
+        redis_prefix: args.redis_prefix.clone(),
+    };
+    let keys = crate::commands::keys::open_store(&store_args).await?;
+    let limits: Arc<dyn LimitStore> = match &args.redis_url {
+        Some(url) => Arc::new(
+            RedisLimits::connect(url, &args.redis_prefix)
+                .await
+                .map_err(|e| config(format!("--redis-url: {e}")))?,
+        ),
+        None => Arc::new(MemoryLimits::new()),
+    };
+    let tiers = access::load_tiers(args.tiers_file.as_deref()).map_err(config)?;
+    tracing::info!(
+        jwt = jwt.is_configured(),
+        keys = %args.redis_url.as_ref().map_or_else(|| args.keys_file.display().to_string(), |_| "redis".into()),
+        tiers = tiers.len(),
+        fail_open = args.limits_fail_open,
+        "authentication required"
+    );
+    Ok(Some(Arc::new(Access {
+        mode,
+        jwt,
+        keys,
+        limits,
+        tiers,
+        fail_open: args.limits_fail_open,
+    })))
+}
+
 /// The job queue the flags ask for: Redis when a URL is given, else in this process.
 async fn job_queue(args: &ServeArgs, ttl: Duration) -> Result<Arc<dyn JobQueue>, CommandError> {
     let capacity = args.job_queue_capacity.max(1);
@@ -514,6 +599,7 @@ pub fn run(args: ServeArgs) -> Result<(), CommandError> {
     };
     let instance = instance_id(&args);
     actix_web::rt::System::new().block_on(async move {
+        let access = access(&args).await?;
         let queue = job_queue(&args, rest_config.result_ttl).await?;
         let jobs = Arc::new(JobService::new(
             queue,
@@ -529,10 +615,12 @@ pub fn run(args: ServeArgs) -> Result<(), CommandError> {
             registry,
             streaming: Some(streaming),
             jobs: Some(jobs),
+            access,
         });
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
+                .wrap(actix_web::middleware::from_fn(access::guard))
                 .wrap(actix_web::middleware::from_fn(request_id))
                 .configure(configure)
         })

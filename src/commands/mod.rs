@@ -1,6 +1,7 @@
 //! One module per subcommand, and the error type they share.
 
 pub mod bench;
+pub mod keys;
 pub mod models;
 pub mod speak;
 pub mod transcribe;

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use actix_web::http::header::{self, ContentType};
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
 use base64::Engine as _;
 use futures_util::{StreamExt, TryStreamExt};
 use serde::Deserialize;
@@ -23,6 +23,7 @@ use tolk_protocol::rest::{
     CallbackPayload, JobAccepted, JobStatus, JobStatusResponse, SyncResponse,
 };
 
+use crate::access::Caller;
 use crate::jobs::callback::{self, CallbackConfig};
 use crate::jobs::{Claimed, JobParams, JobQueue, JobRecord, QueueError};
 use crate::server::{error_response, AppState};
@@ -480,6 +481,15 @@ fn decode_audio(bytes: &[u8], max_seconds: f64) -> Result<Vec<f32>, ApiError> {
     Ok(audio.samples)
 }
 
+/// Count the clip against the caller's daily audio quota (when auth is on), or refuse it.
+async fn charge(req: &HttpRequest, state: &AppState, seconds: f64) -> Result<(), ApiError> {
+    let caller = req.extensions().get::<Caller>().cloned();
+    match (&state.access, caller) {
+        (Some(access), Some(caller)) => access.charge_audio(&caller, seconds).await,
+        _ => Ok(()),
+    }
+}
+
 fn jobs(state: &AppState) -> Result<&Arc<JobService>, ApiError> {
     state.jobs.as_ref().ok_or_else(|| {
         ApiError::new(
@@ -547,6 +557,7 @@ pub async fn submit(
     let bytes = read_audio(&req, payload, jobs.config.max_job_bytes).await?;
     let samples = decode_audio(&bytes, jobs.config.max_job_seconds)?;
     let duration = samples.len() as f64 / SAMPLE_RATE as f64;
+    charge(&req, &state, duration).await?;
     let id = format!("wf_{}", uuid::Uuid::new_v4().simple());
     let record = JobRecord::new(
         id.clone(),
@@ -738,6 +749,7 @@ pub async fn sync(
     let _slot = jobs.upload_slot()?;
     let bytes = read_audio(&req, payload, jobs.config.max_sync_bytes).await?;
     let samples = decode_audio(&bytes, jobs.config.max_sync_seconds)?;
+    charge(&req, &state, samples.len() as f64 / SAMPLE_RATE as f64).await?;
     let request = ClipRequest {
         audio: samples,
         source: params.source_lang,

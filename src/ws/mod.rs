@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpMessage, HttpRequest, HttpResponse, ResponseError};
 use actix_web_actors::ws;
 use tolk_actors::engines::{AsrPool, SpeechPool, TranslationPool, VadPool};
 use tolk_actors::streaming::StreamingConfig;
@@ -21,6 +21,7 @@ use tolk_protocol::error::ErrorCode;
 use tolk_protocol::transcript::Task;
 use tolk_protocol::ws::Limits;
 
+use crate::access::Caller;
 use crate::server::{error_response, AppState};
 
 /// Limits and timings of WebSocket sessions.
@@ -221,9 +222,21 @@ pub async fn translate(
             ),
         );
     };
-    let session = session::Session::new(slot);
+    // With auth on, the guard has put the caller here; take one of its stream places.
+    let caller = req.extensions().get::<Caller>().cloned();
+    let grant = match (&state.access, caller) {
+        (Some(access), Some(caller)) => match access.open_stream(&caller).await {
+            Ok(lease) => Some(session::StreamGrant::new(access.clone(), caller, lease)),
+            Err(e) => return e.error_response(),
+        },
+        _ => None,
+    };
+    let session = session::Session::new(slot, grant);
+    // A browser sends its token as a `bearer.<token>` subprotocol next to `tolk.v1`; the
+    // handshake must then name one it offered.
     match ws::WsResponseBuilder::new(session, &req, body)
         .frame_size(CODEC_MAX_FRAME)
+        .protocols(&["tolk.v1"])
         .start()
     {
         Ok(response) => response,

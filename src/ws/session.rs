@@ -25,14 +25,50 @@ use tolk_protocol::PROTOCOL_VERSION;
 
 use super::stream::{Phase, Stream, StreamSpec, TranslationJob};
 use super::{SessionSlot, StreamServices};
+use crate::access::{Access, Caller, STREAM_LEASE};
+use tolk_auth::limits::StreamLease;
 
 /// How often the session checks its timers (heartbeat, idle, stream length).
 const TICK: Duration = Duration::from_millis(500);
 /// Retry delay for a final decode refused by a full queue: finals are never dropped.
 const FINAL_RETRY: Duration = Duration::from_millis(100);
 
+/// An authenticated session's caller, its place among the caller's concurrent streams,
+/// and its audio not yet counted against the daily quota.
+pub struct StreamGrant {
+    pub access: Arc<Access>,
+    pub caller: Caller,
+    pub lease: Option<StreamLease>,
+    renewed_at: Instant,
+    /// 16 kHz samples already charged, over all of the session's streams.
+    charged: u64,
+    /// Samples of finished streams (their `received_16k` is gone with them).
+    finished: u64,
+    charging: bool,
+    exceeded: bool,
+}
+
+impl StreamGrant {
+    pub fn new(access: Arc<Access>, caller: Caller, lease: Option<StreamLease>) -> Self {
+        Self {
+            access,
+            caller,
+            lease,
+            renewed_at: Instant::now(),
+            charged: 0,
+            finished: 0,
+            charging: false,
+            exceeded: false,
+        }
+    }
+}
+
+/// Audio is charged against the quota in steps of this much (and at the end of a stream).
+const CHARGE_STEP: u64 = 16_000;
+
 pub struct Session {
     id: String,
+    grant: Option<StreamGrant>,
     /// Holds the session's place in the server's session count until the actor is gone.
     slot: SessionSlot,
     /// Last pong (or any frame) from the client.
@@ -45,10 +81,11 @@ pub struct Session {
 }
 
 impl Session {
-    pub fn new(slot: SessionSlot) -> Self {
+    pub fn new(slot: SessionSlot, grant: Option<StreamGrant>) -> Self {
         let now = Instant::now();
         Self {
             id: format!("sess_{}", uuid::Uuid::new_v4().simple()),
+            grant,
             slot,
             heard_at: now,
             last_ping: now,
@@ -84,6 +121,8 @@ impl Session {
 
     /// Heartbeat, idle and stream-length timers.
     fn tick(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
+        self.renew_lease();
+        self.charge(ctx, false);
         let config = &self.slot.services().config;
         if self.heard_at.elapsed() > config.client_timeout {
             tracing::info!(session = %self.id, "no pong for {:?}: closing", config.client_timeout);
@@ -149,6 +188,9 @@ impl Session {
                 tts,
                 task,
             } => {
+                if self.grant.as_ref().is_some_and(|g| g.exceeded) {
+                    return self.close_over_quota(ctx);
+                }
                 if self.stream.is_some() {
                     return self.error(
                         ctx,
@@ -251,6 +293,11 @@ impl Session {
     }
 
     fn on_audio(&mut self, bytes: &[u8], ctx: &mut ws::WebsocketContext<Self>) {
+        // Over quota: the stream is being finalized and the session closes with
+        // `quota_exceeded`; audio still in flight is dropped without an error of its own.
+        if self.grant.as_ref().is_some_and(|g| g.exceeded) {
+            return;
+        }
         let services = self.services();
         let Some(stream) = self.stream.as_mut() else {
             return self.error(
@@ -598,10 +645,102 @@ impl Session {
             return;
         };
         let stream_id = stream.id.clone();
+        let received = stream.received_16k;
         for message in stream.completion(&self.id) {
             self.send(ctx, &message);
         }
         tracing::info!(session = %self.id, stream = %stream_id, "stream complete");
+        if let Some(grant) = self.grant.as_mut() {
+            grant.finished += received;
+        }
+        self.charge(ctx, true);
+        if self.grant.as_ref().is_some_and(|g| g.exceeded) {
+            self.close_over_quota(ctx);
+        }
+    }
+
+    /// Keep this session's place among its caller's concurrent streams.
+    fn renew_lease(&mut self) {
+        let Some(grant) = self.grant.as_mut() else {
+            return;
+        };
+        let Some(lease) = grant.lease.clone() else {
+            return;
+        };
+        if grant.renewed_at.elapsed() < STREAM_LEASE / 3 {
+            return;
+        }
+        grant.renewed_at = Instant::now();
+        let limits = grant.access.limits.clone();
+        actix_web::rt::spawn(async move {
+            if let Err(e) = limits.renew_stream(&lease, STREAM_LEASE).await {
+                tracing::warn!(caller = %lease.caller, "cannot renew a stream lease: {e}");
+            }
+        });
+    }
+
+    /// Count received audio against the caller's daily quota, a second at a time (all of
+    /// it when `all`); past the quota the stream is finalized and the session closed.
+    fn charge(&mut self, ctx: &mut ws::WebsocketContext<Self>, all: bool) {
+        let received = self.stream.as_ref().map_or(0, |s| s.received_16k);
+        let Some(grant) = self.grant.as_mut() else {
+            return;
+        };
+        let per_day = grant.caller.limits.audio_seconds_per_day;
+        let total = grant.finished + received;
+        let due = total.saturating_sub(grant.charged);
+        if per_day == 0 || grant.charging || due == 0 || (due < CHARGE_STEP && !all) {
+            return;
+        }
+        grant.charging = true;
+        grant.charged = total;
+        let (access, caller) = (grant.access.clone(), grant.caller.clone());
+        let seconds = due as f64 / 16_000.0;
+        let charge = async move { access.limits.add_audio(&caller.id, seconds, per_day).await };
+        ctx.spawn(fut::wrap_future::<_, Self>(charge).map(|outcome, act, ctx| {
+            let Some(grant) = act.grant.as_mut() else {
+                return;
+            };
+            grant.charging = false;
+            let exceeded = match outcome {
+                Ok(quota) => quota.exceeded,
+                Err(e) => {
+                    tracing::error!(session = %act.id, "limit store (quota): {e}");
+                    !grant.access.fail_open
+                }
+            };
+            if exceeded && !grant.exceeded {
+                grant.exceeded = true;
+                tracing::info!(session = %act.id, caller = %grant.caller.id, "daily audio quota used up");
+                // Committed results go out first; the close follows in maybe_complete.
+                match act.stream.as_ref().map(|s| s.phase) {
+                    Some(Phase::Finalizing) => {}
+                    Some(_) => act.end_stream(ctx),
+                    None => act.close_over_quota(ctx),
+                }
+            }
+        }));
+    }
+
+    fn close_over_quota(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
+        let Some(grant) = self.grant.as_ref() else {
+            return;
+        };
+        let tier = &grant.caller;
+        self.error(
+            ctx,
+            ErrorCode::QuotaExceeded,
+            format!(
+                "the daily audio quota of the {} tier ({} min) is used up: closing",
+                tier.tier_name,
+                tier.limits.audio_seconds_per_day / 60
+            ),
+        );
+        ctx.close(Some(ws::CloseReason {
+            code: ws::CloseCode::Policy,
+            description: Some("quota exceeded".into()),
+        }));
+        ctx.stop();
     }
 }
 
@@ -626,7 +765,26 @@ impl Actor for Session {
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
-        // The slot is released when the actor is dropped (SessionSlot::drop).
+        // The slot is released when the actor is dropped (SessionSlot::drop); the caller's
+        // stream place here, and whatever audio was not charged yet is charged.
+        if let Some(grant) = self.grant.take() {
+            let received = self.stream.as_ref().map_or(0, |s| s.received_16k);
+            let due = (grant.finished + received).saturating_sub(grant.charged);
+            let per_day = grant.caller.limits.audio_seconds_per_day;
+            actix_web::rt::spawn(async move {
+                let limits = &grant.access.limits;
+                if per_day > 0 && due > 0 {
+                    let _ = limits
+                        .add_audio(&grant.caller.id, due as f64 / 16_000.0, per_day)
+                        .await;
+                }
+                if let Some(lease) = &grant.lease {
+                    if let Err(e) = limits.close_stream(lease).await {
+                        tracing::warn!(caller = %lease.caller, "cannot release a stream lease: {e}");
+                    }
+                }
+            });
+        }
         tracing::info!(session = %self.id, streams = self.streams_started, "session closed");
     }
 }

@@ -2,6 +2,8 @@
 //! installed by `models/fetch`, and the reference transcripts.
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod ws;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
