@@ -61,9 +61,15 @@ fn bearer(token: &str) -> String {
     format!("Authorization: Bearer {token}")
 }
 
-fn start(extra: &[&str]) -> Server {
-    let keys = scratch("keys").join("api-keys.json");
-    let keys = keys.to_str().unwrap().to_string();
+/// A keys file of its own for each test (tests run in parallel in one process).
+fn keys_file(test: &str) -> String {
+    let path = scratch(&format!("keys-{test}")).join("api-keys.json");
+    path.to_str().unwrap().to_string()
+}
+
+/// A server with auth required, HS256 tokens and `keys` as its keys file.
+fn start(keys: &str, extra: &[&str]) -> Server {
+    let keys = keys.to_string();
     let mut args = vec![
         "--auth-mode",
         "required",
@@ -93,9 +99,40 @@ fn create_key(store: &[&str], extra: &[&str]) -> String {
     created["key"].as_str().unwrap().to_string()
 }
 
+/// Tokens that must be refused, each with what is wrong with it.
+fn bad_tokens() -> Vec<(&'static str, String)> {
+    let forged = token_with(
+        "another-secret-of-at-least-thirty-two-bytes",
+        json!({"alg": "HS256"}),
+        json!({"sub": "mallory", "aud": "tolk", "exp": now() + 600, "permissions": ALL}),
+    );
+    vec![
+        ("forged", forged),
+        ("expired", token("alice", &ALL, json!({"exp": now() - 120}))),
+        (
+            "not yet valid",
+            token("alice", &ALL, json!({"nbf": now() + 600})),
+        ),
+        (
+            "wrong audience",
+            token("alice", &ALL, json!({"aud": "someone-else"})),
+        ),
+        ("alg none", {
+            let header = b64(br#"{"alg":"none","typ":"JWT"}"#);
+            let claims = b64(
+                json!({"sub": "mallory", "aud": "tolk", "exp": now() + 600, "permissions": ALL})
+                    .to_string()
+                    .as_bytes(),
+            );
+            format!("{header}.{claims}.")
+        }),
+        ("garbage", "not.a.token".to_string()),
+    ]
+}
+
 #[test]
 fn bearer_tokens_are_checked_over_rest() {
-    let server = start(&[]);
+    let server = start(&keys_file("bearer"), &[]);
     let get = |headers: &[&str]| server.request("GET", "/api/v1/languages", headers, b"");
 
     let r = get(&[]);
@@ -118,33 +155,7 @@ fn bearer_tokens_are_checked_over_rest() {
     }
     assert_eq!(r.header("x-ratelimit-limit"), Some("1000"), "premium tier");
 
-    let forged = token_with(
-        "another-secret-of-at-least-thirty-two-bytes",
-        json!({"alg": "HS256"}),
-        json!({"sub": "mallory", "aud": "tolk", "exp": now() + 600, "permissions": ALL}),
-    );
-    let cases = [
-        ("forged", forged),
-        ("expired", token("alice", &ALL, json!({"exp": now() - 120}))),
-        (
-            "not yet valid",
-            token("alice", &ALL, json!({"nbf": now() + 600})),
-        ),
-        (
-            "wrong audience",
-            token("alice", &ALL, json!({"aud": "someone-else"})),
-        ),
-        ("alg none", {
-            let header = b64(br#"{"alg":"none","typ":"JWT"}"#);
-            let claims = b64(
-                json!({"sub": "mallory", "aud": "tolk", "exp": now() + 600, "permissions": ALL})
-                    .to_string()
-                    .as_bytes(),
-            );
-            format!("{header}.{claims}.")
-        }),
-        ("garbage", "not.a.token".to_string()),
-    ];
+    let cases = bad_tokens();
     for (what, token) in cases {
         let r = get(&[&bearer(&token)]);
         let message = r.assert_error(401, "unauthorized");
@@ -174,9 +185,9 @@ fn bearer_tokens_are_checked_over_rest() {
 
 #[test]
 fn api_keys_work_until_revoked_and_rate_limits_answer_429() {
-    let server = start(&[]);
-    let keys = scratch("keys").join("api-keys.json");
-    let store = ["--keys-file", keys.to_str().unwrap()];
+    let keys = keys_file("api");
+    let server = start(&keys, &[]);
+    let store = ["--keys-file", keys.as_str()];
     let key = create_key(&store, &["--tier", "free", "--requests-per-minute", "3"]);
     let with_key = format!("X-API-Key: {key}");
 
@@ -246,7 +257,8 @@ fn api_keys_work_until_revoked_and_rate_limits_answer_429() {
 
 #[test]
 fn websocket_upgrades_are_authenticated_before_upgrading() {
-    let server = start(&[]);
+    let keys = keys_file("ws");
+    let server = start(&keys, &[]);
     let url = format!("ws://{}/ws/translate", server.addr);
     let refused = |result: Result<Client, tungstenite::Error>| match result {
         Err(tungstenite::Error::Http(response)) => {
@@ -264,9 +276,27 @@ fn websocket_upgrades_are_authenticated_before_upgrading() {
         refused(Client::connect_to(&url, &[])),
         (401, "unauthorized".into())
     );
-    let expired = token("carol", &ALL, json!({"exp": now() - 120}));
+    for (what, bad) in bad_tokens() {
+        let by_query = refused(Client::connect_to(&format!("{url}?token={bad}"), &[]));
+        assert_eq!(by_query, (401, "unauthorized".into()), "{what}");
+        let bearer = format!("Bearer {bad}");
+        let by_header = refused(Client::connect_to(&url, &[("Authorization", &bearer)]));
+        assert_eq!(by_header, (401, "unauthorized".into()), "{what}");
+    }
+    // A revoked key opens no stream.
+    let store = ["--keys-file", keys.as_str()];
+    let key = create_key(&store, &[]);
+    assert!(Client::connect_to(&url, &[("X-API-Key", &key)]).is_ok());
+    let id = key.split('_').nth(1).unwrap();
+    let revoke = tolk()
+        .args(["keys", "revoke", id])
+        .args(store)
+        .status()
+        .unwrap();
+    assert!(revoke.success());
+    std::thread::sleep(Duration::from_millis(1100));
     assert_eq!(
-        refused(Client::connect_to(&format!("{url}?token={expired}"), &[])),
+        refused(Client::connect_to(&url, &[("X-API-Key", &key)])),
         (401, "unauthorized".into())
     );
     let no_stream = token("carol", &["models:list"], json!({}));
@@ -317,7 +347,10 @@ fn a_stream_over_its_audio_quota_gets_its_results_then_quota_exceeded() {
         json!({"tiny": {"requests_per_minute": 100, "burst": 100, "concurrent_streams": 2, "audio_seconds_per_day": 6}}).to_string(),
     )
     .unwrap();
-    let server = start(&["--tiers-file", tiers.to_str().unwrap()]);
+    let server = start(
+        &keys_file("quota"),
+        &["--tiers-file", tiers.to_str().unwrap()],
+    );
     let tiny = token("frank", &ALL, json!({"user_tier": "tiny"}));
 
     // REST: an 11 s clip does not fit in 6 s.
@@ -456,8 +489,9 @@ mod redis {
                 "1",
             ],
         );
-        let a = start(&store);
-        let b = start(&store);
+        let keys = keys_file("redis");
+        let a = start(&keys, &store);
+        let b = start(&keys, &store);
         let with_key = format!("X-API-Key: {key}");
         let statuses: Vec<u16> = [&a, &b, &a, &b, &a, &b]
             .iter()
