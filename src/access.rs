@@ -142,6 +142,12 @@ impl Access {
         websocket: bool,
     ) -> Result<Caller, ApiError> {
         let unauthorized = |m: String| ApiError::new(ErrorCode::Unauthorized, m);
+        // Two credentials, one perhaps bad: refuse rather than pick one.
+        if headers.contains_key("x-api-key") && headers.contains_key("authorization") {
+            return Err(unauthorized(
+                "send one credential, X-API-Key or Authorization, not both".into(),
+            ));
+        }
         if let Some(key) = headers.get("x-api-key") {
             let key = key
                 .to_str()

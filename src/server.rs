@@ -600,6 +600,21 @@ pub fn run(args: ServeArgs) -> Result<(), CommandError> {
     let instance = instance_id(&args);
     actix_web::rt::System::new().block_on(async move {
         let access = access(&args).await?;
+        if let Some(access) = access.clone().filter(|_| args.jwks_file.is_some()) {
+            // A key removed from the JWKS file stops verifying within 30 s (a new key is
+            // picked up at once, by its unknown `kid`).
+            actix_web::rt::spawn(async move {
+                loop {
+                    tokio::time::sleep(Duration::from_secs(30)).await;
+                    let access = access.clone();
+                    match tokio::task::spawn_blocking(move || access.jwt.reload_jwks()).await {
+                        Ok(Ok(true)) => tracing::info!("JWKS reloaded"),
+                        Ok(Err(e)) => tracing::warn!("JWKS not reloaded: {e}"),
+                        _ => {}
+                    }
+                }
+            });
+        }
         let queue = job_queue(&args, rest_config.result_ttl).await?;
         let jobs = Arc::new(JobService::new(
             queue,

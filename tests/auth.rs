@@ -251,6 +251,10 @@ fn api_keys_work_until_revoked_and_rate_limits_answer_429() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+    // Two credentials are refused, even when one of them is good.
+    let both = [with_key.as_str(), "Authorization: Bearer not.a.token"];
+    let r = server.request("GET", "/api/v1/models", &both, b"");
+    assert!(r.assert_error(401, "unauthorized").contains("not both"));
     let r = server.request("GET", "/api/v1/models", &["X-API-Key: tolk_nonsense"], b"");
     r.assert_error(401, "unauthorized");
 }

@@ -2,6 +2,7 @@
 //! the wire types (`GET /api/v1/openapi.json`, rendered at `/docs`).
 
 use actix_web::HttpResponse;
+use serde_json::json;
 use utoipa::OpenApi;
 
 /// A form carrying the audio (`multipart/form-data`).
@@ -41,7 +42,44 @@ pub struct AudioForm {
 )]
 pub struct ApiDoc;
 
+/// The document: utoipa's, plus what every guarded operation shares (its credentials and
+/// the 401/403/429 the guard answers), added here once instead of on each handler.
+pub fn document_json() -> serde_json::Value {
+    let mut doc = serde_json::to_value(ApiDoc::openapi()).expect("the OpenAPI document is JSON");
+    doc["components"]["securitySchemes"] = json!({
+        "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
+                   "description": "HS256, or RS256/ES256 from the server's JWKS; `aud` tolk."},
+        "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key",
+                   "description": "A key from `tolk keys create`."},
+    });
+    let error = |description: &str| {
+        json!({"description": description,
+               "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}})
+    };
+    let limit_header = |description: &str| json!({"description": description, "schema": {"type": "integer"}});
+    let paths = doc["paths"].as_object_mut().expect("paths");
+    for (path, item) in paths.iter_mut() {
+        if !path.starts_with("/api/v1/") || path == "/api/v1/openapi.json" {
+            continue;
+        }
+        for operation in item.as_object_mut().into_iter().flat_map(|o| o.values_mut()) {
+            operation["security"] = json!([{"bearer": []}, {"apiKey": []}]);
+            let responses = &mut operation["responses"];
+            responses["401"] = error("No credentials, or credentials that do not verify (when the server requires them).");
+            responses["403"] = error("The credentials lack the permission this operation needs.");
+            responses["429"] = error("Over the tier's requests per minute (`rate_limited`) or daily audio (`quota_exceeded`); see `Retry-After`.");
+            for (_, response) in responses.as_object_mut().into_iter().flat_map(|r| r.iter_mut()) {
+                response["headers"]["X-RateLimit-Limit"] = limit_header("Requests the caller's bucket holds (with auth on).");
+                response["headers"]["X-RateLimit-Remaining"] = limit_header("Requests left in it now.");
+                response["headers"]["X-RateLimit-Reset"] = limit_header("Seconds until it is full again.");
+            }
+        }
+    }
+    doc
+}
+
 /// `GET /api/v1/openapi.json`.
 pub async fn document() -> HttpResponse {
-    HttpResponse::Ok().json(ApiDoc::openapi())
+    static DOCUMENT: std::sync::OnceLock<serde_json::Value> = std::sync::OnceLock::new();
+    HttpResponse::Ok().json(DOCUMENT.get_or_init(document_json))
 }
