@@ -8,7 +8,7 @@ export TOLK_MODELS_DIR
 CARGO ?= cargo
 BIND ?= 127.0.0.1:8080
 
-.PHONY: run test setup build test-rust test-python test-api bench bench-streaming bench-rest fmt lint
+.PHONY: run test setup build test-rust test-python test-api bench bench-streaming bench-rest bench-auth fmt lint
 
 ## Install everything, build, and serve on $(BIND).
 run: setup build
@@ -49,6 +49,10 @@ bench-streaming: setup build
 ## REST: sync latency for a 7 s clip, job throughput.
 bench-rest: setup build
 	scripts/bench-rest.py --runs 10 --jobs 20
+
+## Cost of authentication and rate limiting per request, per store.
+bench-auth: setup build
+	scripts/bench-auth.py --requests 3000
 
 fmt:
 	$(CARGO) fmt --all
