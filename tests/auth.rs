@@ -435,53 +435,12 @@ fn a_stream_over_its_audio_quota_gets_its_results_then_quota_exceeded() {
 
 mod redis {
     use super::*;
-    use std::net::{TcpListener, TcpStream};
-    use std::process::{Child, Command, Stdio};
-
-    struct Redis(Child, String);
-
-    impl Drop for Redis {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-
-    fn redis() -> Redis {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server is needed: `models/fetch` installs it");
-        let start = Instant::now();
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                start.elapsed() < Duration::from_secs(10),
-                "redis-server did not start"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Redis(child, format!("redis://127.0.0.1:{port}/0"))
-    }
+    use common::Redis;
 
     #[test]
     fn two_instances_on_one_redis_enforce_one_limit() {
-        let redis = redis();
-        let store = ["--redis-url", redis.1.as_str(), "--redis-prefix", "auth1"];
+        let redis = Redis::start();
+        let store = ["--redis-url", redis.url.as_str(), "--redis-prefix", "auth1"];
         let key = create_key(
             &store,
             &[

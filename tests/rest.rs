@@ -214,11 +214,20 @@ fn discovery_readiness_and_openapi() {
         );
     }
     let submit = &doc["paths"]["/api/v1/translate"]["post"];
-    assert_eq!(submit["security"], serde_json::json!([{"bearer": []}, {"apiKey": []}]));
+    assert_eq!(
+        submit["security"],
+        serde_json::json!([{"bearer": []}, {"apiKey": []}])
+    );
     for status in ["401", "403", "429"] {
-        assert!(submit["responses"][status].is_object(), "{status} undocumented");
+        assert!(
+            submit["responses"][status].is_object(),
+            "{status} undocumented"
+        );
     }
-    assert_eq!(doc["components"]["securitySchemes"]["apiKey"]["name"], "X-API-Key");
+    assert_eq!(
+        doc["components"]["securitySchemes"]["apiKey"]["name"],
+        "X-API-Key"
+    );
     assert!(doc["paths"]["/healthz"]["get"].get("security").is_none());
     let body = &doc["paths"]["/api/v1/translate"]["post"]["requestBody"]["content"];
     assert!(

@@ -56,22 +56,34 @@ pub fn document_json() -> serde_json::Value {
         json!({"description": description,
                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}})
     };
-    let limit_header = |description: &str| json!({"description": description, "schema": {"type": "integer"}});
+    let limit_header =
+        |description: &str| json!({"description": description, "schema": {"type": "integer"}});
     let paths = doc["paths"].as_object_mut().expect("paths");
     for (path, item) in paths.iter_mut() {
         if !path.starts_with("/api/v1/") || path == "/api/v1/openapi.json" {
             continue;
         }
-        for operation in item.as_object_mut().into_iter().flat_map(|o| o.values_mut()) {
+        for operation in item
+            .as_object_mut()
+            .into_iter()
+            .flat_map(|o| o.values_mut())
+        {
             operation["security"] = json!([{"bearer": []}, {"apiKey": []}]);
             let responses = &mut operation["responses"];
             responses["401"] = error("No credentials, or credentials that do not verify (when the server requires them).");
             responses["403"] = error("The credentials lack the permission this operation needs.");
             responses["429"] = error("Over the tier's requests per minute (`rate_limited`) or daily audio (`quota_exceeded`); see `Retry-After`.");
-            for (_, response) in responses.as_object_mut().into_iter().flat_map(|r| r.iter_mut()) {
-                response["headers"]["X-RateLimit-Limit"] = limit_header("Requests the caller's bucket holds (with auth on).");
-                response["headers"]["X-RateLimit-Remaining"] = limit_header("Requests left in it now.");
-                response["headers"]["X-RateLimit-Reset"] = limit_header("Seconds until it is full again.");
+            for (_, response) in responses
+                .as_object_mut()
+                .into_iter()
+                .flat_map(|r| r.iter_mut())
+            {
+                response["headers"]["X-RateLimit-Limit"] =
+                    limit_header("Requests the caller's bucket holds (with auth on).");
+                response["headers"]["X-RateLimit-Remaining"] =
+                    limit_header("Requests left in it now.");
+                response["headers"]["X-RateLimit-Reset"] =
+                    limit_header("Seconds until it is full again.");
             }
         }
     }
