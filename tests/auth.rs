@@ -206,6 +206,28 @@ fn api_keys_work_until_revoked_and_rate_limits_answer_429() {
     assert!((1..=20).contains(&retry), "Retry-After {retry}");
     assert_eq!(r.header("x-ratelimit-remaining"), Some("0"));
 
+    // Jobs belong to their submitter: another caller gets 404 for them.
+    let owner = create_key(&store, &["--tier", "basic"]);
+    let stranger = create_key(&store, &["--tier", "basic"]);
+    let jfk = std::fs::read(testdata("jfk.wav")).unwrap();
+    let r = server.request(
+        "POST",
+        "/api/v1/translate?source_lang=en",
+        &[&format!("X-API-Key: {owner}"), "Content-Type: audio/wav"],
+        &jfk,
+    );
+    assert_eq!(r.status, 202, "{}", r.text());
+    let status_url = r.json()["status_url"].as_str().unwrap().to_string();
+    let mine = server.request("GET", &status_url, &[&format!("X-API-Key: {owner}")], b"");
+    assert_eq!(mine.status, 200, "{}", mine.text());
+    let theirs = server.request(
+        "GET",
+        &status_url,
+        &[&format!("X-API-Key: {stranger}")],
+        b"",
+    );
+    theirs.assert_error(404, "not_found");
+
     // A second key has its own bucket; revoking it takes effect while the server runs.
     let other = create_key(&store, &["--tier", "basic"]);
     let with_other = format!("X-API-Key: {other}");
@@ -222,7 +244,7 @@ fn api_keys_work_until_revoked_and_rate_limits_answer_429() {
         .output()
         .unwrap();
     let listed: Value = serde_json::from_slice(&list.stdout).unwrap();
-    assert_eq!(listed.as_array().unwrap().len(), 2);
+    assert_eq!(listed.as_array().unwrap().len(), 4);
     assert!(
         !String::from_utf8_lossy(&list.stdout).contains(&other),
         "a listing never shows keys"
@@ -256,6 +278,31 @@ fn api_keys_work_until_revoked_and_rate_limits_answer_429() {
     let r = server.request("GET", "/api/v1/models", &both, b"");
     assert!(r.assert_error(401, "unauthorized").contains("not both"));
     let r = server.request("GET", "/api/v1/models", &["X-API-Key: tolk_nonsense"], b"");
+    r.assert_error(401, "unauthorized");
+}
+
+#[test]
+fn a_server_on_a_public_address_requires_credentials_by_default() {
+    let mut child = tolk()
+        .args([
+            "serve",
+            "--bind",
+            "0.0.0.0:0",
+            "--keys-file",
+            &keys_file("public"),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let port = line.trim().rsplit(':').next().unwrap().to_string();
+    let server = Server::attach(child, format!("127.0.0.1:{port}"));
+    let r = server.request("GET", "/api/v1/languages", &[], b"");
     r.assert_error(401, "unauthorized");
 }
 

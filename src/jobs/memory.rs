@@ -202,6 +202,7 @@ mod tests {
             target_lang: None,
             tts: false,
             callback_url: None,
+            owner: None,
         };
         JobRecord::new(id.into(), params, 1.0, ttl)
     }

@@ -25,6 +25,9 @@ pub struct JobParams {
     pub target_lang: Option<String>,
     pub tts: bool,
     pub callback_url: Option<String>,
+    /// The caller that submitted it (with auth on): only it may see the job.
+    #[serde(default)]
+    pub owner: Option<String>,
 }
 
 /// Everything known about a job, as stored by a [`JobQueue`].

@@ -664,6 +664,7 @@ mod tests {
             target_lang: Some("es".into()),
             tts: true,
             callback_url: Some("http://127.0.0.1:9/hook".into()),
+            owner: Some("key:abc".into()),
         };
         JobRecord::new(uuid::Uuid::new_v4().to_string(), params, 2.5, ttl)
     }

@@ -354,6 +354,7 @@ fn check_params(services: &StreamServices, query: &TranslateQuery) -> Result<Job
         target_lang: target.map(str::to_string),
         tts,
         callback_url: None,
+        owner: None,
     })
 }
 
@@ -558,6 +559,7 @@ pub async fn submit(
     let samples = decode_audio(&bytes, jobs.config.max_job_seconds)?;
     let duration = samples.len() as f64 / SAMPLE_RATE as f64;
     charge(&req, &state, duration).await?;
+    params.owner = req.extensions().get::<Caller>().map(|c| c.id.clone());
     let id = format!("wf_{}", uuid::Uuid::new_v4().simple());
     let record = JobRecord::new(
         id.clone(),
@@ -585,11 +587,14 @@ pub async fn submit(
         }))
 }
 
-async fn find(state: &AppState, id: &str) -> Result<JobRecord, ApiError> {
+/// The job `id`, if the caller may see it: with auth on, only the caller that submitted a
+/// job sees it; to others it does not exist (404, which reveals nothing).
+async fn find(req: &HttpRequest, state: &AppState, id: &str) -> Result<JobRecord, ApiError> {
     let jobs = jobs(state)?;
+    let caller = req.extensions().get::<Caller>().map(|c| c.id.clone());
     match jobs.queue.get(id).await {
-        Ok(Some(record)) => Ok(record),
-        Ok(None) => Err(ApiError::new(
+        Ok(Some(record)) if caller.is_none() || record.params.owner == caller => Ok(record),
+        Ok(_) => Err(ApiError::new(
             ErrorCode::NotFound,
             format!("no job '{id}': it never existed or its result has expired"),
         )),
@@ -609,8 +614,12 @@ async fn find(state: &AppState, id: &str) -> Result<JobRecord, ApiError> {
         (status = 503, description = "The job store is unavailable.", body = tolk_protocol::error::ErrorBody),
     )
 )]
-pub async fn status(path: web::Path<String>, state: web::Data<AppState>) -> Answer {
-    let record = find(&state, &path).await?;
+pub async fn status(
+    req: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Answer {
+    let record = find(&req, &state, &path).await?;
     Ok(HttpResponse::Ok().json(status_body(record)))
 }
 
@@ -662,8 +671,12 @@ fn completed(record: &JobRecord) -> Result<(), ApiError> {
         (status = 503, description = "The job store is unavailable.", body = tolk_protocol::error::ErrorBody),
     )
 )]
-pub async fn result(path: web::Path<String>, state: web::Data<AppState>) -> Answer {
-    let record = find(&state, &path).await?;
+pub async fn result(
+    req: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Answer {
+    let record = find(&req, &state, &path).await?;
     completed(&record)?;
     Ok(HttpResponse::Ok().json(record.result))
 }
@@ -683,8 +696,12 @@ pub async fn result(path: web::Path<String>, state: web::Data<AppState>) -> Answ
         (status = 503, description = "The job store is unavailable.", body = tolk_protocol::error::ErrorBody),
     )
 )]
-pub async fn result_audio(path: web::Path<String>, state: web::Data<AppState>) -> Answer {
-    let record = find(&state, &path).await?;
+pub async fn result_audio(
+    req: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Answer {
+    let record = find(&req, &state, &path).await?;
     completed(&record)?;
     if !record.params.tts {
         return Err(ApiError::new(

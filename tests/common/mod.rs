@@ -122,6 +122,11 @@ impl Server {
         Server { child, addr }
     }
 
+    /// A server started by the test itself, listening on `addr`; killed when dropped.
+    pub fn attach(child: Child, addr: String) -> Self {
+        Server { child, addr }
+    }
+
     /// GET `path`: (status, body).
     pub fn get(&self, path: &str) -> (u16, String) {
         let mut stream = TcpStream::connect(&self.addr).unwrap();
