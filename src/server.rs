@@ -291,6 +291,26 @@ async fn metrics(state: web::Data<AppState>) -> HttpResponse {
             s.asr.busy()
         ));
     }
+    if let Some(s) = &state.streaming {
+        let d = &s.decodes;
+        let seconds = |m: &std::sync::atomic::AtomicU64| m.load(Ordering::Relaxed) as f64 / 1e6;
+        out.push_str("# HELP tolk_asr_decodes_total Stream decodes, by kind.\n# TYPE tolk_asr_decodes_total counter\n");
+        out.push_str(&format!(
+            "tolk_asr_decodes_total{{kind=\"final\"}} {}\ntolk_asr_decodes_total{{kind=\"partial\"}} {}\n",
+            d.finals.load(Ordering::Relaxed),
+            d.partials.load(Ordering::Relaxed)
+        ));
+        out.push_str("# HELP tolk_asr_decode_seconds_total Whisper time of stream decodes, by kind.\n# TYPE tolk_asr_decode_seconds_total counter\n");
+        out.push_str(&format!(
+            "tolk_asr_decode_seconds_total{{kind=\"final\"}} {:.6}\ntolk_asr_decode_seconds_total{{kind=\"partial\"}} {:.6}\n",
+            seconds(&d.final_micros),
+            seconds(&d.partial_micros)
+        ));
+    }
+    if let Some(rss) = resident_bytes() {
+        out.push_str("# HELP process_resident_memory_bytes Resident memory of the server process.\n# TYPE process_resident_memory_bytes gauge\n");
+        out.push_str(&format!("process_resident_memory_bytes {rss}\n"));
+    }
     if let Some(jobs) = &state.jobs {
         if let Ok(depth) = jobs.queue.depth().await {
             out.push_str("# HELP tolk_jobs_queued Jobs queued or running (all instances on a shared store).\n# TYPE tolk_jobs_queued gauge\n");
@@ -300,6 +320,20 @@ async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
         .body(out)
+}
+
+/// The process's resident memory (Linux: `VmRSS` of /proc/self/status).
+fn resident_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kb = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .trim()
+        .strip_suffix("kB")?
+        .trim()
+        .parse::<u64>()
+        .ok()?;
+    Some(kb * 1024)
 }
 
 /// A malformed query or path gets the uniform JSON error, not actix's plain text.
@@ -491,6 +525,7 @@ fn start_streaming(args: &ServeArgs) -> Result<StreamServices, CommandError> {
         multilingual: model.is_multilingual(),
         languages,
         active: AtomicUsize::new(0),
+        decodes: Default::default(),
     })
 }
 

@@ -39,4 +39,9 @@ fn health_and_models_are_served() {
 
     let (status, _) = server.get("/api/v1/nothing-here");
     assert_eq!(status, 404);
+
+    // The loaded models are resident: well over 50 MB.
+    let rss = server.metric("process_resident_memory_bytes");
+    assert!(rss > 50e6, "resident {rss} bytes");
+    assert_eq!(server.metric("tolk_asr_decodes_total{kind=\"final\"}"), 0.0);
 }

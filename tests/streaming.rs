@@ -116,6 +116,10 @@ fn jfk_streamed_in_real_time_gives_partials_then_the_right_finals() {
         "usage counts {audio_seconds} s of audio, streamed 11.5 s"
     );
     assert!(complete["usage"]["asr_seconds"].as_f64().unwrap() > 0.0);
+    // The server counts each final decode and its whisper time.
+    let decodes = server.metric("tolk_asr_decodes_total{kind=\"final\"}");
+    assert!(decodes >= 1.0, "{decodes} final decodes");
+    assert!(server.metric("tolk_asr_decode_seconds_total{kind=\"final\"}") > 0.0);
 
     // A second stream on the same connection.
     client.start_stream("en");

@@ -7,14 +7,14 @@ pub mod pcm;
 pub mod session;
 pub mod stream;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::{web, HttpMessage, HttpRequest, HttpResponse, ResponseError};
 use actix_web_actors::ws;
 use tolk_actors::engines::{AsrPool, SpeechPool, TranslationPool, VadPool};
-use tolk_actors::streaming::StreamingConfig;
+use tolk_actors::streaming::{DecodeKind, StreamingConfig};
 use tolk_models::translate::TranslationCatalog;
 use tolk_models::tts::VoiceCatalog;
 use tolk_protocol::error::ErrorCode;
@@ -96,6 +96,29 @@ pub struct StreamServices {
     pub languages: Vec<String>,
     /// Sessions open now.
     pub active: AtomicUsize,
+    /// Whisper time spent on streams, for `/metrics`.
+    pub decodes: DecodeStats,
+}
+
+/// Count and total engine time of stream decodes, by kind: how much of a final's latency
+/// is whisper, the rest being VAD, queueing and the protocol.
+#[derive(Debug, Default)]
+pub struct DecodeStats {
+    pub finals: AtomicU64,
+    pub final_micros: AtomicU64,
+    pub partials: AtomicU64,
+    pub partial_micros: AtomicU64,
+}
+
+impl DecodeStats {
+    pub fn record(&self, kind: DecodeKind, busy: Duration) {
+        let (count, micros) = match kind {
+            DecodeKind::Final => (&self.finals, &self.final_micros),
+            DecodeKind::Partial => (&self.partials, &self.partial_micros),
+        };
+        count.fetch_add(1, Ordering::Relaxed);
+        micros.fetch_add(busy.as_micros() as u64, Ordering::Relaxed);
+    }
 }
 
 impl StreamServices {

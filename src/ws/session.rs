@@ -422,6 +422,7 @@ impl Session {
                     let updates = match done {
                         Ok(done) => {
                             stream.asr_busy += done.busy;
+                            act.slot.services().decodes.record(kind, done.busy);
                             tracing::debug!(
                                 session = %act.id,
                                 ?kind,
