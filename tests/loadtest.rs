@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use common::{testdata, Server};
 use tolk_loadtest::audio::Clip;
+use tolk_loadtest::idle::{run_idle, IdlePlan};
 use tolk_loadtest::stream::StreamPlan;
 
 fn plan(server: &Server, seconds: f64, speed: f64) -> StreamPlan {
@@ -72,4 +73,57 @@ fn counts_refusals_and_errors_by_code() {
         summary.errors
     );
     assert_eq!((summary.completed, summary.dropped), (1, 2));
+}
+
+/// `--idle --streams 20 --duration 3 --json`, as the JSON line the binary prints (the
+/// binary's `main` only builds this plan and prints this object; a dev-dependency's
+/// binary is not built for these tests).
+fn idle_json(server: &Server, connections: usize) -> serde_json::Value {
+    let plan = IdlePlan::new(
+        format!("ws://{}/ws/translate", server.addr),
+        connections,
+        Duration::from_secs(3),
+    );
+    let summary = run_idle(&plan, false).expect("idle run");
+    let line = serde_json::to_string(&summary).unwrap();
+    serde_json::from_str(&line).unwrap()
+}
+
+#[test]
+fn idle_connections_are_held_and_measured() {
+    let server = Server::start(&[]);
+    let s = idle_json(&server, 20);
+    assert_eq!(s["mode"], "idle", "{s}");
+    assert_eq!(
+        (s["streams"].as_u64(), s["open"].as_u64()),
+        (Some(20), Some(20)),
+        "{s}"
+    );
+    assert_eq!(s["failed"], serde_json::json!({}), "{s}");
+    assert_eq!(s["dropped"], 0, "{s}");
+    assert_eq!(s["server_errors"], serde_json::json!({}), "{s}");
+    // Read from the server's own gauges.
+    assert_eq!(s["rss_source"], "metrics", "{s}");
+    assert!(s["rss_before_bytes"].as_u64().is_some_and(|b| b > 0), "{s}");
+    assert!(s["rss_open_bytes"].as_u64().is_some_and(|b| b > 0), "{s}");
+    assert!(s["bytes_per_connection"].is_number(), "{s}");
+    assert!(s["connect_s"].as_f64().is_some_and(|t| t < 10.0), "{s}");
+    assert_eq!(s["sessions_active_before"], 0, "{s}");
+    assert_eq!(s["sessions_active"], 20, "{s}");
+    // Still all there after the 3 s hold.
+    assert_eq!(s["sessions_active_before_close"], 20, "{s}");
+    // Closed on the way out: the slots are free again.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while server.metric("tolk_sessions_active") > 0.0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(server.metric("tolk_sessions_active"), 0.0);
+
+    // At capacity the rest are refused at the upgrade, and counted by status.
+    let server = Server::start(&["--max-sessions", "5"]);
+    let s = idle_json(&server, 20);
+    assert_eq!(s["open"], 5, "{s}");
+    assert_eq!(s["failed"], serde_json::json!({ "http_503": 15 }), "{s}");
+    assert_eq!(s["sessions_active"], 5, "{s}");
+    assert_eq!(s["dropped"], 0, "{s}");
 }

@@ -5,10 +5,13 @@
 //! only the wire protocol.
 //!
 //! Layout: [`audio`] (the clip and its frames), [`stream`] (one simulated client),
-//! [`report`] (histograms and the summary), [`run`] (many streams at once).
+//! [`report`] (histograms and the summary), [`run`] (many streams at once), [`idle`]
+//! (many connections that only stay open), [`metrics`] (the server's /metrics).
 #![forbid(unsafe_code)]
 
 pub mod audio;
+pub mod idle;
+pub mod metrics;
 pub mod report;
 pub mod stream;
 
@@ -17,11 +20,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use audio::Clip;
+use metrics::DecodeCounters;
 use report::Summary;
 use stream::{run_stream, Live, StreamPlan, StreamReport};
 
 /// Run `streams` clients at once, started `ramp_up` apart in total; prints a progress
-/// line to stderr every second when `progress` is set.
+/// line to stderr every second when `progress` is set. The server's decode counters are
+/// scraped before and after, when it exports them, to split out whisper's share.
 pub fn run(
     plan: &StreamPlan,
     clip: &Clip,
@@ -29,6 +34,9 @@ pub fn run(
     ramp_up: Duration,
     progress: bool,
 ) -> (Summary, Vec<StreamReport>) {
+    let metrics_url = metrics::metrics_url(&plan.url);
+    let decodes = || metrics_url.as_deref().and_then(DecodeCounters::read);
+    let decodes_before = decodes();
     let live = Arc::new(Live::default());
     let start = Instant::now();
     let reports = std::thread::scope(|scope| {
@@ -68,8 +76,8 @@ pub fn run(
             .map(|h| h.join().unwrap_or_default())
             .collect::<Vec<_>>()
     });
-    (
-        Summary::of(&reports, start.elapsed().as_secs_f64()),
-        reports,
-    )
+    let elapsed = start.elapsed().as_secs_f64();
+    let summary = Summary::of(&reports, elapsed)
+        .with_server_decode(decodes_before, decodes_before.and_then(|_| decodes()));
+    (summary, reports)
 }

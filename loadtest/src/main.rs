@@ -1,4 +1,5 @@
 //! `tolk-loadtest --url ws://127.0.0.1:8080/ws/translate --audio clip.wav --streams 4 --duration 30`
+//! `tolk-loadtest --idle --streams 10000 --ramp-up 10 --duration 60` (memory per open connection)
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -7,6 +8,7 @@ use std::time::Duration;
 use clap::Parser;
 use serde_json::json;
 use tolk_loadtest::audio::Clip;
+use tolk_loadtest::idle::{run_idle, IdlePlan};
 use tolk_loadtest::stream::StreamPlan;
 
 #[derive(Debug, Parser)]
@@ -19,12 +21,13 @@ struct Args {
     #[arg(long, default_value = "ws://127.0.0.1:8080/ws/translate")]
     url: String,
     /// WAV file each stream sends in a loop (16-bit PCM sent as pcm_s16le, at its own rate).
-    #[arg(long)]
-    audio: PathBuf,
-    /// Concurrent streams.
+    #[arg(long, required_unless_present = "idle")]
+    audio: Option<PathBuf>,
+    /// Concurrent streams (with --idle: connections).
     #[arg(long, default_value_t = 1)]
     streams: usize,
-    /// Seconds of audio each stream sends (wall-clock at --speed 1).
+    /// Seconds of audio each stream sends (wall-clock at --speed 1); with --idle, seconds
+    /// the connections are held once all are open.
     #[arg(long, default_value_t = 30.0)]
     duration: f64,
     /// Seconds over which the streams are started.
@@ -57,17 +60,18 @@ struct Args {
     /// Print one JSON object as the last line.
     #[arg(long)]
     json: bool,
+    /// Open --streams connections that never stream, hold them, and report the server's
+    /// memory per connection (from /metrics, else --server-pid).
+    #[arg(long, conflicts_with = "sweep")]
+    idle: bool,
+    /// The server's pid, for its RSS from /proc when /metrics has no
+    /// process_resident_memory_bytes (the server must run on this machine).
+    #[arg(long)]
+    server_pid: Option<u32>,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let clip = match Clip::read(&args.audio) {
-        Ok(c) => c.with_silence(args.gap_ms),
-        Err(e) => {
-            eprintln!("tolk-loadtest: {e:#}");
-            return ExitCode::from(2);
-        }
-    };
     let url = match &args.token {
         Some(t) => format!(
             "{}{}token={t}",
@@ -75,6 +79,20 @@ fn main() -> ExitCode {
             if args.url.contains('?') { '&' } else { '?' }
         ),
         None => args.url.clone(),
+    };
+    if args.idle {
+        return idle(&args, url);
+    }
+    let Some(audio) = &args.audio else {
+        eprintln!("tolk-loadtest: --audio is required");
+        return ExitCode::from(2);
+    };
+    let clip = match Clip::read(audio) {
+        Ok(c) => c.with_silence(args.gap_ms),
+        Err(e) => {
+            eprintln!("tolk-loadtest: {e:#}");
+            return ExitCode::from(2);
+        }
     };
     let plan = StreamPlan {
         url,
@@ -98,7 +116,7 @@ fn main() -> ExitCode {
             eprintln!(
                 "== {n} stream(s), {} s of {} at {}x",
                 args.duration,
-                args.audio.display(),
+                audio.display(),
                 args.speed
             );
         }
@@ -128,4 +146,30 @@ fn main() -> ExitCode {
         }
     }
     ExitCode::SUCCESS
+}
+
+/// `--idle`: hold connections open and measure what they cost the server.
+fn idle(args: &Args, url: String) -> ExitCode {
+    let mut plan = IdlePlan::new(url, args.streams, Duration::from_secs_f64(args.duration));
+    plan.ramp_up = Duration::from_secs_f64(args.ramp_up);
+    plan.server_pid = args.server_pid;
+    if !args.json {
+        eprintln!(
+            "== {} idle connection(s), opened over {} s, held {} s",
+            args.streams, args.ramp_up, args.duration
+        );
+    }
+    match run_idle(&plan, !args.json) {
+        Ok(summary) => {
+            eprint!("{}", summary.table());
+            if args.json {
+                println!("{}", serde_json::to_value(&summary).unwrap_or_default());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("tolk-loadtest: {e:#}");
+            ExitCode::from(2)
+        }
+    }
 }

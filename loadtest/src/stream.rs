@@ -39,6 +39,8 @@ pub struct StreamReport {
     pub final_latency_ms: Vec<f64>,
     /// First `partial_result` carrying a translation, after the first audio frame.
     pub first_translation_ms: Option<f64>,
+    /// First audio frame sent → first `tts_audio`: how long until the listener hears something.
+    pub first_tts_ms: Option<f64>,
     pub errors: BTreeMap<String, u64>,
     /// The connection failed or closed before `session_complete`.
     pub dropped: bool,
@@ -153,6 +155,12 @@ impl Conn {
                     .entry(code.as_str().to_string())
                     .or_default() += 1;
                 self.live.errors.fetch_add(1, Ordering::Relaxed);
+            }
+            ServerMessage::TtsAudio { .. } => {
+                if let Some(start) = self.audio_start {
+                    let since_start = (now - start).as_secs_f64() * 1000.0;
+                    self.report.first_tts_ms.get_or_insert(since_start);
+                }
             }
             ServerMessage::SessionComplete { .. } => self.report.completed = true,
             _ => {}
