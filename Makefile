@@ -8,7 +8,7 @@ export TOLK_MODELS_DIR
 CARGO ?= cargo
 BIND ?= 127.0.0.1:8080
 
-.PHONY: run test setup build test-rust test-python test-api bench bench-streaming bench-rest bench-auth fmt lint
+.PHONY: run test setup build test-rust test-python test-api bench bench-streaming bench-rest bench-auth bench-idle fmt lint
 
 ## Install everything, build, and serve on $(BIND).
 run: setup build
@@ -53,6 +53,10 @@ bench-rest: setup build
 ## Cost of authentication and rate limiting per request, per store.
 bench-auth: setup build
 	scripts/bench-auth.py --requests 3000
+
+## Memory of 10,000 idle WebSocket sessions.
+bench-idle: setup build
+	scripts/bench-idle.sh 10000 30
 
 fmt:
 	$(CARGO) fmt --all
