@@ -613,9 +613,11 @@ impl Session {
                     };
                     if let Some(reason) = failure {
                         stream.on_translated(segment_id, None);
+                        // The pair was checked at start_stream: a failure now is the
+                        // engine's, not the client's.
                         act.error(
                             ctx,
-                            ErrorCode::UnsupportedLanguage,
+                            ErrorCode::Internal,
                             format!("segment {segment_id} was not translated: {reason}"),
                         );
                     }
