@@ -491,6 +491,22 @@ async fn charge(req: &HttpRequest, state: &AppState, seconds: f64) -> Result<(),
     }
 }
 
+/// Take an upload slot, read and decode the clip (at most `max_bytes`, `max_seconds`), and
+/// charge it to the caller's quota: what every endpoint taking audio does first.
+async fn receive_clip(
+    req: &HttpRequest,
+    payload: web::Payload,
+    state: &AppState,
+    jobs: &JobService,
+    (max_bytes, max_seconds): (usize, f64),
+) -> Result<(OwnedSemaphorePermit, Vec<f32>), ApiError> {
+    let slot = jobs.upload_slot()?;
+    let bytes = read_audio(req, payload, max_bytes).await?;
+    let samples = decode_audio(&bytes, max_seconds)?;
+    charge(req, state, samples.len() as f64 / SAMPLE_RATE as f64).await?;
+    Ok((slot, samples))
+}
+
 fn jobs(state: &AppState) -> Result<&Arc<JobService>, ApiError> {
     state.jobs.as_ref().ok_or_else(|| {
         ApiError::new(
@@ -554,11 +570,9 @@ pub async fn submit(
     if jobs.queue.depth().await.map_err(store_error)? >= jobs.queue.capacity() {
         return Err(store_error(QueueError::Full(jobs.queue.capacity())));
     }
-    let _slot = jobs.upload_slot()?;
-    let bytes = read_audio(&req, payload, jobs.config.max_job_bytes).await?;
-    let samples = decode_audio(&bytes, jobs.config.max_job_seconds)?;
+    let limits = (jobs.config.max_job_bytes, jobs.config.max_job_seconds);
+    let (_slot, samples) = receive_clip(&req, payload, &state, jobs, limits).await?;
     let duration = samples.len() as f64 / SAMPLE_RATE as f64;
-    charge(&req, &state, duration).await?;
     params.owner = req.extensions().get::<Caller>().map(|c| c.id.clone());
     let id = format!("wf_{}", uuid::Uuid::new_v4().simple());
     let record = JobRecord::new(
@@ -763,10 +777,9 @@ pub async fn sync(
         ));
     }
     let params = check_params(&jobs.services, &query)?;
-    let _slot = jobs.upload_slot()?;
-    let bytes = read_audio(&req, payload, jobs.config.max_sync_bytes).await?;
-    let samples = decode_audio(&bytes, jobs.config.max_sync_seconds)?;
-    charge(&req, &state, samples.len() as f64 / SAMPLE_RATE as f64).await?;
+    // The upload slot is held until the answer: a sync call's audio stays in memory.
+    let limits = (jobs.config.max_sync_bytes, jobs.config.max_sync_seconds);
+    let (_slot, samples) = receive_clip(&req, payload, &state, jobs, limits).await?;
     let request = ClipRequest {
         audio: samples,
         source: params.source_lang,
