@@ -610,8 +610,8 @@ async fn job_queue(args: &ServeArgs, ttl: Duration) -> Result<Arc<dyn JobQueue>,
             tracing::info!(prefix = %args.redis_prefix, "jobs kept in Redis");
             Arc::new(queue)
         }
-        // Finished records are bounded too: a day of 1000 jobs/hour fits.
-        None => Arc::new(MemoryQueue::new(capacity, 24_000)),
+        // Finished records are bounded too: a day of 1000 jobs/hour, and 1 GiB of speech.
+        None => Arc::new(MemoryQueue::new(capacity, 24_000, 1 << 30)),
     })
 }
 

@@ -37,22 +37,24 @@ impl State {
 /// Jobs in a `HashMap`, queued ids in a `VecDeque`; at most `capacity` unfinished.
 ///
 /// Finished records (and their speech) are kept until they expire, and at most
-/// `max_finished` of them: past that the oldest go first, so memory stays bounded however
-/// many jobs a day brings.
+/// `max_finished` of them holding at most `max_bytes` of speech: past either the oldest go
+/// first, so memory stays bounded however many jobs a day brings.
 pub struct MemoryQueue {
     state: Mutex<State>,
     ready: Notify,
     capacity: usize,
     max_finished: usize,
+    max_bytes: usize,
 }
 
 impl MemoryQueue {
-    pub fn new(capacity: usize, max_finished: usize) -> Self {
+    pub fn new(capacity: usize, max_finished: usize, max_bytes: usize) -> Self {
         Self {
             state: Mutex::new(State::default()),
             ready: Notify::new(),
             capacity: capacity.max(1),
             max_finished: max_finished.max(1),
+            max_bytes,
         }
     }
 
@@ -141,21 +143,26 @@ impl JobQueue for MemoryQueue {
         if was_running {
             state.running = state.running.saturating_sub(1);
         }
-        let finished = state
+        let mut finished: Vec<(u64, String, usize)> = state
             .jobs
-            .values()
-            .filter(|e| e.record.status.is_terminal())
-            .count();
-        if finished > self.max_finished {
-            let mut oldest: Vec<(u64, String)> = state
-                .jobs
-                .iter()
-                .filter(|(_, e)| e.record.status.is_terminal())
-                .map(|(id, e)| (e.record.updated_at_ms, id.clone()))
-                .collect();
-            oldest.sort_unstable();
-            for (_, id) in oldest.into_iter().take(finished - self.max_finished) {
+            .iter()
+            .filter(|(_, e)| e.record.status.is_terminal())
+            .map(|(id, e)| {
+                let bytes = e.output.as_ref().map_or(0, Vec::len);
+                (e.record.updated_at_ms, id.clone(), bytes)
+            })
+            .collect();
+        let mut count = finished.len();
+        let mut bytes: usize = finished.iter().map(|f| f.2).sum();
+        if count > self.max_finished || bytes > self.max_bytes {
+            finished.sort_unstable();
+            for (_, id, size) in finished {
+                if count <= self.max_finished && bytes <= self.max_bytes {
+                    break;
+                }
                 state.jobs.remove(&id);
+                count -= 1;
+                bytes -= size;
             }
         }
         Ok(())
@@ -209,7 +216,7 @@ mod tests {
 
     #[tokio::test]
     async fn job_moves_from_queued_to_completed() {
-        let queue = MemoryQueue::new(4, 10);
+        let queue = MemoryQueue::new(4, 10, 1 << 20);
         let mut job = record("a", Duration::from_secs(60));
         queue.submit(&job, vec![1, 2, 3]).await.unwrap();
         assert_eq!(
@@ -237,7 +244,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_full_queue_refuses_and_stores_nothing() {
-        let queue = MemoryQueue::new(2, 10);
+        let queue = MemoryQueue::new(2, 10, 1 << 20);
         for id in ["a", "b"] {
             queue
                 .submit(&record(id, Duration::from_secs(60)), vec![])
@@ -255,7 +262,7 @@ mod tests {
 
     #[tokio::test]
     async fn take_wakes_when_a_job_arrives() {
-        let queue = std::sync::Arc::new(MemoryQueue::new(2, 10));
+        let queue = std::sync::Arc::new(MemoryQueue::new(2, 10, 1 << 20));
         let taker = {
             let queue = queue.clone();
             tokio::spawn(async move { queue.take("w", Duration::from_secs(5)).await })
@@ -271,7 +278,7 @@ mod tests {
 
     #[tokio::test]
     async fn finished_records_expire_and_are_bounded() {
-        let queue = MemoryQueue::new(8, 2);
+        let queue = MemoryQueue::new(8, 2, 1 << 20);
         for id in ["a", "b", "c"] {
             let mut job = record(id, Duration::from_secs(60));
             queue.submit(&job, vec![]).await.unwrap();
@@ -296,5 +303,25 @@ mod tests {
         short.status = JobStatus::Failed;
         queue.finish("w", &short, None).await.unwrap();
         assert!(queue.get("d").await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn finished_speech_is_bounded_in_bytes() {
+        // Room for two 400-byte results.
+        let queue = MemoryQueue::new(8, 100, 1000);
+        for (n, id) in ["a", "b", "c"].into_iter().enumerate() {
+            let mut job = record(id, Duration::from_secs(60));
+            queue.submit(&job, vec![]).await.unwrap();
+            queue.take("w", Duration::ZERO).await.unwrap().unwrap();
+            job.status = JobStatus::Completed;
+            job.updated_at_ms += n as u64;
+            queue.finish("w", &job, Some(vec![0; 400])).await.unwrap();
+        }
+        assert!(queue.get("a").await.unwrap().is_none(), "oldest evicted");
+        assert_eq!(
+            queue.output_audio("c").await.unwrap().map(|a| a.len()),
+            Some(400)
+        );
+        assert!(queue.get("b").await.unwrap().is_some());
     }
 }
