@@ -167,6 +167,18 @@ impl ErrorCode {
     }
 }
 
+impl std::str::FromStr for ErrorCode {
+    type Err = String;
+
+    /// The code a wire spelling names (`"not_found"`).
+    fn from_str(s: &str) -> Result<Self, String> {
+        ErrorCode::ALL
+            .into_iter()
+            .find(|c| c.as_str() == s)
+            .ok_or_else(|| format!("unknown error code '{s}'"))
+    }
+}
+
 impl fmt::Display for ErrorCode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -257,5 +269,9 @@ mod tests {
     #[test]
     fn unknown_code_is_rejected() {
         assert!(serde_json::from_str::<ErrorCode>("\"teapot\"").is_err());
+        assert!("teapot".parse::<ErrorCode>().is_err());
+        for code in ErrorCode::ALL {
+            assert_eq!(code.as_str().parse::<ErrorCode>(), Ok(code));
+        }
     }
 }

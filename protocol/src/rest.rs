@@ -21,6 +21,16 @@ pub enum JobStatus {
 }
 
 impl JobStatus {
+    /// The wire spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::Queued => "queued",
+            JobStatus::Processing => "processing",
+            JobStatus::Completed => "completed",
+            JobStatus::Failed => "failed",
+        }
+    }
+
     /// Completed or failed: nothing more will happen to the job.
     pub fn is_terminal(self) -> bool {
         matches!(self, JobStatus::Completed | JobStatus::Failed)
@@ -179,6 +189,7 @@ mod tests {
                 serde_json::to_string(&status).unwrap(),
                 format!("\"{name}\"")
             );
+            assert_eq!(status.as_str(), name);
         }
         assert!(JobStatus::Failed.is_terminal() && !JobStatus::Processing.is_terminal());
     }

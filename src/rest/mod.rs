@@ -645,10 +645,7 @@ fn completed(record: &JobRecord) -> Result<(), ApiError> {
             let error = record.error.clone();
             let code = error
                 .as_ref()
-                .and_then(|e| {
-                    serde_json::from_value::<ErrorCode>(serde_json::Value::String(e.code.clone()))
-                        .ok()
-                })
+                .and_then(|e| e.code.parse().ok())
                 .unwrap_or(ErrorCode::Internal);
             let message = error.map_or_else(
                 || "the job failed".to_string(),
@@ -660,10 +657,7 @@ fn completed(record: &JobRecord) -> Result<(), ApiError> {
             ErrorCode::JobNotReady,
             format!(
                 "the job is {}, at {} %; poll its status",
-                serde_json::to_value(status)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_string))
-                    .unwrap_or_default(),
+                status.as_str(),
                 record.progress
             ),
         )),
