@@ -987,8 +987,6 @@ impl KeyStore for RedisKeyStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::net::{TcpListener, TcpStream};
-    use std::process::{Child, Command, Stdio};
 
     // -- helpers ------------------------------------------------------------------------
 
@@ -1012,71 +1010,7 @@ mod tests {
         }
     }
 
-    /// A private `redis-server` on a free port, killed on drop.
-    struct RedisServer {
-        child: Child,
-        port: u16,
-    }
-
-    impl RedisServer {
-        fn start() -> Self {
-            let port = free_port();
-            let binary = std::env::var("REDIS_SERVER").unwrap_or_else(|_| "redis-server".into());
-            let child = Command::new(&binary)
-                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-                .args(["--save", "", "--appendonly", "no"])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap_or_else(|e| {
-                    panic!(
-                        "cannot start `{binary}` ({e}): the RedisKeyStore tests need a local \
-                         redis-server (apt-get install redis-server, or set REDIS_SERVER)"
-                    )
-                });
-            let mut server = RedisServer { child, port };
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while !server.answers() {
-                if let Ok(Some(status)) = server.child.try_wait() {
-                    panic!("redis-server on port {port} exited: {status}");
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "redis-server on port {port} did not answer in 5 s"
-                );
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            server
-        }
-
-        fn answers(&self) -> bool {
-            use std::io::Write as _;
-            let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) else {
-                return false;
-            };
-            let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
-            let mut buf = [0u8; 7];
-            s.write_all(b"PING\r\n").is_ok()
-                && s.read_exact(&mut buf).is_ok()
-                && &buf == b"+PONG\r\n"
-        }
-
-        fn url(&self) -> String {
-            format!("redis://127.0.0.1:{}/", self.port)
-        }
-    }
-
-    impl Drop for RedisServer {
-        fn drop(&mut self) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-
-    fn free_port() -> u16 {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.local_addr().unwrap().port()
-    }
+    use crate::test_redis::{free_port, RedisServer};
 
     fn secret_of(key: &str) -> &str {
         &key[KEY_LEN - SECRET_LEN..]

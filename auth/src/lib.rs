@@ -12,6 +12,8 @@
 pub mod jwt;
 pub mod keys;
 pub mod limits;
+#[cfg(test)]
+mod test_redis;
 
 use serde::{Deserialize, Serialize};
 

@@ -212,9 +212,6 @@ pub(crate) mod tests {
     //! `redis-server` harness the Redis tests share.
 
     use super::*;
-    use std::io::{Read, Write};
-    use std::net::{TcpListener, TcpStream};
-    use std::process::{Child, Command, Stdio};
     use std::sync::atomic::{AtomicU32, Ordering};
     use std::sync::Arc;
     use std::time::Instant;
@@ -550,110 +547,27 @@ pub(crate) mod tests {
         check_request_latency(store, "RedisLimits, local redis-server").await;
     }
 
-    // ---- redis-server harness ----
+    // ---- redis-server harness (crate::test_redis), with a store of this module ----
 
-    /// A throwaway `redis-server` on a free local port, killed on drop. Fails the test
-    /// (never skips) when `redis-server` cannot be started.
-    pub(crate) struct RedisServer {
-        child: Option<Child>,
-        pub(crate) port: u16,
+    pub(crate) use crate::test_redis::{free_port, RedisServer};
+
+    /// Opening `RedisLimits` on a test server.
+    pub(crate) trait Stores {
+        /// A store with a prefix of its own (the server is per test anyway).
+        async fn store(&self) -> RedisLimits;
+        async fn store_with_prefix(&self, prefix: &str) -> RedisLimits;
     }
 
-    impl RedisServer {
-        pub(crate) fn start() -> Self {
-            Self::start_on(free_port())
-        }
-
-        pub(crate) fn start_on(port: u16) -> Self {
-            let program =
-                std::env::var("REDIS_SERVER").unwrap_or_else(|_| "redis-server".to_owned());
-            let child = Command::new(&program)
-                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-                .args(["--save", "", "--appendonly", "no"])
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap_or_else(|e| {
-                    panic!(
-                        "these tests need a real Redis: could not start `{program}` ({e}); \
-                         install redis-server (apt-get install redis-server) or set REDIS_SERVER"
-                    )
-                });
-            let mut server = RedisServer {
-                child: Some(child),
-                port,
-            };
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while !ping(port) {
-                if let Some(status) = server.child.as_mut().and_then(|c| c.try_wait().ok()?) {
-                    panic!("`{program}` exited with {status} before answering on port {port}");
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "`{program}` did not answer on port {port} within 5 s"
-                );
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            server
-        }
-
-        pub(crate) fn url(&self) -> String {
-            format!("redis://127.0.0.1:{}/", self.port)
-        }
-
-        /// A store with a prefix of its own (the server is per test anyway).
-        pub(crate) async fn store(&self) -> RedisLimits {
+    impl Stores for RedisServer {
+        async fn store(&self) -> RedisLimits {
             self.store_with_prefix(&format!("test{}", NEXT.fetch_add(1, Ordering::Relaxed)))
                 .await
         }
 
-        pub(crate) async fn store_with_prefix(&self, prefix: &str) -> RedisLimits {
+        async fn store_with_prefix(&self, prefix: &str) -> RedisLimits {
             RedisLimits::connect(&self.url(), prefix)
                 .await
                 .expect("connect to the test redis-server")
         }
-
-        /// Send the server a signal (`STOP`, `CONT`) with `kill`.
-        pub(crate) fn signal(&self, signal: &str) {
-            let pid = self.child.as_ref().expect("server running").id();
-            let status = Command::new("kill")
-                .arg(format!("-{signal}"))
-                .arg(pid.to_string())
-                .status()
-                .expect("run kill");
-            assert!(status.success(), "kill -{signal} {pid}: {status}");
-        }
-
-        /// Kill the server now (an outage), rather than at the end of the test.
-        pub(crate) fn kill(&mut self) {
-            if let Some(mut child) = self.child.take() {
-                let _ = child.kill();
-                let _ = child.wait();
-            }
-        }
-    }
-
-    impl Drop for RedisServer {
-        fn drop(&mut self) {
-            self.kill();
-        }
-    }
-
-    /// A port nothing listens on (bound then released; a tiny race, fine for tests).
-    pub(crate) fn free_port() -> u16 {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-        listener.local_addr().unwrap().port()
-    }
-
-    fn ping(port: u16) -> bool {
-        let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
-            return false;
-        };
-        let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
-        let mut reply = [0u8; 7];
-        stream.write_all(b"PING\r\n").is_ok()
-            && stream.read_exact(&mut reply).is_ok()
-            && &reply == b"+PONG\r\n"
     }
 }

@@ -358,7 +358,7 @@ impl LimitStore for RedisLimits {
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::{caller, free_port, RedisServer};
+    use super::super::tests::{caller, free_port, RedisServer, Stores};
     use super::*;
     use std::net::TcpListener;
     use std::sync::Arc;
