@@ -8,14 +8,14 @@ export TOLK_MODELS_DIR
 CARGO ?= cargo
 BIND ?= 127.0.0.1:8080
 
-.PHONY: run test setup build test-rust test-python test-api bench bench-streaming bench-rest bench-auth bench-idle fmt lint
+.PHONY: run test setup build test-rust test-python test-api test-browser bench bench-streaming bench-rest bench-auth bench-idle fmt lint
 
 ## Install everything, build, and serve on $(BIND).
 run: setup build
 	./target/release/tolk serve --bind $(BIND)
 
 ## Install everything, build, and run every test.
-test: setup build test-rust test-python test-api
+test: setup build test-rust test-python test-api test-browser
 	@echo "make test: all test suites passed"
 
 ## Debian packages, the converter's numpy, and all models (idempotent).
@@ -34,6 +34,11 @@ test-python:
 ## The OpenAPI document against the live server (schemathesis).
 test-api:
 	scripts/test-api.sh
+
+## The browser client in headless Chromium, JFK as the microphone; screenshots in
+## target/test-artifacts/browser/.
+test-browser:
+	cd tests/browser && npm ci --no-audit --no-fund --loglevel=error && node --test --test-concurrency=1
 
 ## Real-time factor of file transcription (figures in BENCHMARKS.md).
 bench: setup build

@@ -134,7 +134,7 @@ pub const STREAM_LEASE: Duration = Duration::from_secs(60);
 impl Access {
     /// The caller a request's credentials name: `X-API-Key`, `Authorization: Bearer`, and
     /// for WebSocket upgrades also `?token=` or a `Sec-WebSocket-Protocol` entry
-    /// `bearer.<token>`.
+    /// `bearer.<token>`; each of the last three may carry a JWT or an API key.
     pub async fn authenticate(
         &self,
         headers: &HeaderMap,
@@ -148,10 +148,25 @@ impl Access {
                 "send one credential, X-API-Key or Authorization, not both".into(),
             ));
         }
-        if let Some(key) = headers.get("x-api-key") {
-            let key = key
-                .to_str()
-                .map_err(|_| unauthorized("X-API-Key is not ASCII".into()))?;
+        let key_header = match headers.get("x-api-key") {
+            Some(key) => Some(
+                key.to_str()
+                    .map_err(|_| unauthorized("X-API-Key is not ASCII".into()))?
+                    .to_string(),
+            ),
+            None => None,
+        };
+        let token = bearer(headers)
+            .or_else(|| websocket.then(|| query_token(query)).flatten())
+            .or_else(|| websocket.then(|| protocol_token(headers)).flatten());
+        // An API key may also come where a token would (`Authorization: Bearer`, and for
+        // a browser's WebSocket `?token=` or `bearer.<key>`): a JWT never starts `tolk_`.
+        let (key, token) = match (key_header, token) {
+            (Some(key), _) => (Some(key), None),
+            (None, Some(t)) if t.starts_with(tolk_auth::keys::KEY_PREFIX) => (Some(t), None),
+            (None, token) => (None, token),
+        };
+        if let Some(key) = key {
             let record = self
                 .keys
                 .verify(key.trim())
@@ -176,15 +191,11 @@ impl Access {
                 &self.tiers,
             );
         }
-        let token = bearer(headers)
-            .or_else(|| websocket.then(|| query_token(query)).flatten())
-            .or_else(|| websocket.then(|| protocol_token(headers)).flatten())
-            .ok_or_else(|| {
-                unauthorized(
-                    "credentials required: an X-API-Key header or Authorization: Bearer <JWT>"
-                        .into(),
-                )
-            })?;
+        let token = token.ok_or_else(|| {
+            unauthorized(
+                "credentials required: an X-API-Key header or Authorization: Bearer <JWT>".into(),
+            )
+        })?;
         let claims = self
             .jwt
             .verify(&token)

@@ -9,6 +9,7 @@
 //! - [`rest`]: the REST API (jobs, sync translation, OpenAPI) and the clip pipeline.
 //! - [`jobs`]: where jobs wait (in process, or Redis) and how their callbacks are sent.
 //! - [`telemetry`]: logging set-up.
+//! - [`web`]: the browser client (`web/`, built into the binary), served at `/`.
 //!
 //! Engines live in `tolk-models`, the actor graph in `tolk-actors`, wire types in
 //! `tolk-protocol`.
@@ -20,4 +21,5 @@ pub mod jobs;
 pub mod rest;
 pub mod server;
 pub mod telemetry;
+pub mod web;
 pub mod ws;

@@ -392,6 +392,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         web::QueryConfig::default().error_handler(|e, _| bad_request(format!("query: {e}"))),
     )
     .app_data(web::PathConfig::default().error_handler(|e, _| bad_request(format!("path: {e}"))))
+    .service(get("/", web::get().to(crate::web::index)))
+    .service(get("/web/{file}", web::get().to(crate::web::file)))
     .service(get("/healthz", web::get().to(healthz)))
     .service(get("/readyz", web::get().to(readyz)))
     .service(get("/metrics", web::get().to(metrics)))

@@ -388,6 +388,37 @@ fn websocket_upgrades_are_authenticated_before_upgrading() {
         )],
     );
     assert!(with_header.is_ok());
+    drop(with_header);
+
+    // An API key goes where a browser can put it: a `bearer.<key>` subprotocol, `?token=`,
+    // or `Authorization: Bearer` (the page's REST calls).
+    let free_key = create_key(&store, &["--tier", "free"]);
+    let as_protocol = format!("tolk.v1, bearer.{free_key}");
+    let by_key = Client::connect_to(&url, &[("Sec-WebSocket-Protocol", &as_protocol)])
+        .expect("a key as a subprotocol");
+    let bearer_key = format!("Authorization: Bearer {free_key}");
+    let models = server.request("GET", "/api/v1/models", &[&bearer_key], b"");
+    assert_eq!(models.status, 200, "{}", models.text());
+    // A plain GET is told what an upgrade would be told (how a browser learns why its
+    // handshake failed): the key's one stream place is taken...
+    let probe = format!("/ws/translate?token={free_key}");
+    server
+        .request("GET", &probe, &[], b"")
+        .assert_error(429, "quota_exceeded");
+    drop(by_key);
+    let start = Instant::now();
+    while server.request("GET", &probe, &[], b"").status == 429 {
+        assert!(start.elapsed() < Duration::from_secs(5), "place not freed");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // ...and once it is free, 400 (no upgrade), without holding the place: a real upgrade
+    // right after it succeeds.
+    for _ in 0..3 {
+        server
+            .request("GET", &probe, &[], b"")
+            .assert_error(400, "invalid_message");
+    }
+    assert!(Client::connect_to(&format!("ws://{}{probe}", server.addr), &[]).is_ok());
 }
 
 #[test]

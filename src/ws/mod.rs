@@ -236,6 +236,10 @@ pub async fn translate(
             "streaming is not available: no speech model is loaded",
         );
     };
+    // A request that is no upgrade still gets the answer an upgrade would (503, 429): a
+    // browser, told nothing about a refused handshake, asks again with a plain GET to learn
+    // why. Checked here, so that nothing taken below is held for it.
+    let not_upgrade = ws::handshake(&req).err();
     let Some(slot) = SessionSlot::acquire(services) else {
         return error_response(
             ErrorCode::Overloaded,
@@ -254,6 +258,22 @@ pub async fn translate(
         },
         _ => None,
     };
+    if let Some(e) = not_upgrade {
+        if let Some(lease) = grant.as_ref().and_then(|g| g.lease.as_ref()) {
+            let limits = &state
+                .access
+                .as_ref()
+                .expect("a grant comes with access")
+                .limits;
+            if let Err(e) = limits.close_stream(lease).await {
+                tracing::warn!(caller = %lease.caller, "cannot release a stream lease: {e}");
+            }
+        }
+        return error_response(
+            ErrorCode::InvalidMessage,
+            &format!("not a WebSocket upgrade request: {e}"),
+        );
+    }
     let session = session::Session::new(slot, grant);
     // A browser sends its token as a `bearer.<token>` subprotocol next to `tolk.v1`; the
     // handshake must then name one it offered.
