@@ -15,6 +15,15 @@ pub struct Cli {
     /// Debug logging (also shows whisper.cpp's own log).
     #[arg(short, long, global = true)]
     pub verbose: bool,
+    /// Log lines as text (`pretty`) or as one JSON object each (`json`).
+    #[arg(
+        long,
+        global = true,
+        env = "TOLK_LOG_FORMAT",
+        value_enum,
+        default_value_t
+    )]
+    pub log_format: crate::telemetry::LogFormat,
     #[command(subcommand)]
     pub command: Command,
 }

@@ -8,6 +8,7 @@
 //! - [`ws`]: the streaming WebSocket endpoint and its session actor.
 //! - [`rest`]: the REST API (jobs, sync translation, OpenAPI) and the clip pipeline.
 //! - [`jobs`]: where jobs wait (in process, or Redis) and how their callbacks are sent.
+//! - [`metrics`]: `/metrics` (Prometheus) and the counters behind it.
 //! - [`telemetry`]: logging set-up.
 //! - [`web`]: the browser client (`web/`, built into the binary), served at `/`.
 //!
@@ -18,6 +19,7 @@ pub mod access;
 pub mod cli;
 pub mod commands;
 pub mod jobs;
+pub mod metrics;
 pub mod rest;
 pub mod server;
 pub mod telemetry;

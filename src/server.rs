@@ -168,6 +168,7 @@ pub struct AppState {
 
 /// A JSON error: `{"error": {"code", "message", "request_id"}}` with the code's status.
 pub fn error_response(code: ErrorCode, message: &str) -> HttpResponse {
+    crate::metrics::error(crate::metrics::Api::Http, code);
     let status = actix_web::http::StatusCode::from_u16(code.http_status())
         .unwrap_or(actix_web::http::StatusCode::INTERNAL_SERVER_ERROR);
     let request_id = format!("req_{}", uuid::Uuid::new_v4().simple());
@@ -276,50 +277,118 @@ pub async fn languages(state: web::Data<AppState>) -> HttpResponse {
 }
 
 async fn metrics(state: web::Data<AppState>) -> HttpResponse {
-    let mut out = String::new();
+    use crate::metrics::{Exposition, PoolView};
+    let mut e = Exposition::default();
     if let Some(s) = &state.streaming {
+        e.single(
+            "tolk_sessions_active",
+            "gauge",
+            "WebSocket sessions open now.",
+            s.active.load(Ordering::Acquire),
+        );
         let (high, normal) = s.asr.queued();
-        out.push_str("# HELP tolk_sessions_active WebSocket sessions open now.\n# TYPE tolk_sessions_active gauge\n");
-        out.push_str(&format!(
-            "tolk_sessions_active {}\n",
-            s.active.load(Ordering::Acquire)
-        ));
-        out.push_str("# HELP tolk_asr_queue_depth ASR jobs waiting, by lane.\n# TYPE tolk_asr_queue_depth gauge\n");
-        out.push_str(&format!("tolk_asr_queue_depth{{lane=\"final\"}} {high}\ntolk_asr_queue_depth{{lane=\"partial\"}} {normal}\n"));
-        out.push_str(&format!(
-            "# TYPE tolk_asr_workers_busy gauge\ntolk_asr_workers_busy {}\n",
-            s.asr.busy()
-        ));
-    }
-    if let Some(s) = &state.streaming {
+        e.labelled(
+            "tolk_asr_queue_depth",
+            "gauge",
+            "ASR jobs waiting, by lane (as tolk_pool_queue_depth{pool=\"asr\"}).",
+            [
+                ("lane=\"final\"".to_string(), high),
+                ("lane=\"partial\"".to_string(), normal),
+            ],
+        );
+        e.single(
+            "tolk_asr_workers_busy",
+            "gauge",
+            "ASR workers decoding now.",
+            s.asr.busy(),
+        );
+        let view = |name, queued, busy, workers, stats| PoolView {
+            name,
+            queued,
+            busy,
+            workers,
+            stats,
+        };
+        let pools = [
+            view(
+                "asr",
+                s.asr.queued(),
+                s.asr.busy(),
+                s.asr.workers(),
+                s.asr.stats(),
+            ),
+            view(
+                "vad",
+                s.vad.queued(),
+                s.vad.busy(),
+                s.vad.workers(),
+                s.vad.stats(),
+            ),
+            view(
+                "translation",
+                s.translation.queued(),
+                s.translation.busy(),
+                s.translation.workers(),
+                s.translation.stats(),
+            ),
+            view(
+                "speech",
+                s.speech.queued(),
+                s.speech.busy(),
+                s.speech.workers(),
+                s.speech.stats(),
+            ),
+        ];
+        crate::metrics::pools(&mut e, &pools);
         let d = &s.decodes;
         let seconds = |m: &std::sync::atomic::AtomicU64| m.load(Ordering::Relaxed) as f64 / 1e6;
-        out.push_str("# HELP tolk_asr_decodes_total Stream decodes, by kind.\n# TYPE tolk_asr_decodes_total counter\n");
-        out.push_str(&format!(
-            "tolk_asr_decodes_total{{kind=\"final\"}} {}\ntolk_asr_decodes_total{{kind=\"partial\"}} {}\n",
-            d.finals.load(Ordering::Relaxed),
-            d.partials.load(Ordering::Relaxed)
-        ));
-        out.push_str("# HELP tolk_asr_decode_seconds_total Whisper time of stream decodes, by kind.\n# TYPE tolk_asr_decode_seconds_total counter\n");
-        out.push_str(&format!(
-            "tolk_asr_decode_seconds_total{{kind=\"final\"}} {:.6}\ntolk_asr_decode_seconds_total{{kind=\"partial\"}} {:.6}\n",
-            seconds(&d.final_micros),
-            seconds(&d.partial_micros)
-        ));
+        e.labelled(
+            "tolk_asr_decodes_total",
+            "counter",
+            "Stream decodes, by kind.",
+            [
+                (
+                    "kind=\"final\"".to_string(),
+                    d.finals.load(Ordering::Relaxed) as f64,
+                ),
+                (
+                    "kind=\"partial\"".to_string(),
+                    d.partials.load(Ordering::Relaxed) as f64,
+                ),
+            ],
+        );
+        e.labelled(
+            "tolk_asr_decode_seconds_total",
+            "counter",
+            "Whisper time of stream decodes, by kind.",
+            [
+                ("kind=\"final\"".to_string(), seconds(&d.final_micros)),
+                ("kind=\"partial\"".to_string(), seconds(&d.partial_micros)),
+            ],
+        );
     }
+    crate::metrics::counters(&mut e);
     if let Some(rss) = resident_bytes() {
-        out.push_str("# HELP process_resident_memory_bytes Resident memory of the server process.\n# TYPE process_resident_memory_bytes gauge\n");
-        out.push_str(&format!("process_resident_memory_bytes {rss}\n"));
+        e.single(
+            "process_resident_memory_bytes",
+            "gauge",
+            "Resident memory of the server process.",
+            rss,
+        );
     }
     if let Some(jobs) = &state.jobs {
         if let Ok(depth) = jobs.queue.depth().await {
-            out.push_str("# HELP tolk_jobs_queued Jobs queued or running (all instances on a shared store).\n# TYPE tolk_jobs_queued gauge\n");
-            out.push_str(&format!("tolk_jobs_queued {depth}\n"));
+            e.single(
+                "tolk_jobs_queued",
+                "gauge",
+                "Jobs queued or running (all instances on a shared store).",
+                depth,
+            );
         }
     }
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
-        .body(out)
+        .body(e.finish())
 }
 
 /// The process's resident memory (Linux: `VmRSS` of /proc/self/status).

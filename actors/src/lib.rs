@@ -5,9 +5,11 @@
 //! Layout:
 //! - [`pool`]: worker threads running a synchronous engine behind a bounded, two-lane queue.
 //! - [`engines`]: the ASR (whisper) and VAD (Silero) engines as pool engines.
+//! - [`histogram`]: lock-free latency histograms (pool jobs, for `/metrics`).
 //! - [`streaming`]: the streaming policy (VAD gating, LocalAgreement-2, segmentation).
 #![forbid(unsafe_code)]
 
 pub mod engines;
+pub mod histogram;
 pub mod pool;
 pub mod streaming;

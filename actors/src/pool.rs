@@ -19,6 +19,8 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
+use crate::histogram::{Histogram, Snapshot};
+
 /// A synchronous engine a worker thread runs.
 pub trait Engine: Send + 'static {
     type Request: Send + 'static;
@@ -72,6 +74,25 @@ struct Shared<E: Engine> {
     ready: Condvar,
     capacity: usize,
     busy_workers: AtomicUsize,
+    stats: JobStats,
+}
+
+/// What the pool's jobs took, for `/metrics`.
+#[derive(Debug, Default)]
+struct JobStats {
+    /// Engine time per job.
+    busy: Histogram,
+    /// Queue wait plus engine time: what a caller waited.
+    latency: Histogram,
+    failed: std::sync::atomic::AtomicU64,
+}
+
+/// A pool's job statistics read at one moment.
+#[derive(Debug, Clone)]
+pub struct PoolStats {
+    pub busy: Snapshot,
+    pub latency: Snapshot,
+    pub failed: u64,
 }
 
 /// A handle to the pool; cheap to clone. Dropping the last handle stops the workers once
@@ -139,6 +160,7 @@ impl<E: Engine> Pool<E> {
             ready: Condvar::new(),
             capacity: capacity.max(1),
             busy_workers: AtomicUsize::new(0),
+            stats: JobStats::default(),
         });
         let factory = Arc::new(factory);
         let mut handles = Vec::new();
@@ -216,6 +238,20 @@ impl<E: Engine> Pool<E> {
     pub fn workers(&self) -> usize {
         self.workers
     }
+
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// Time taken by the jobs run so far.
+    pub fn stats(&self) -> PoolStats {
+        let s = &self.shared.stats;
+        PoolStats {
+            busy: s.busy.snapshot(),
+            latency: s.latency.snapshot(),
+            failed: s.failed.load(Ordering::Relaxed),
+        }
+    }
 }
 
 fn work<E: Engine>(mut engine: E, shared: &Shared<E>) {
@@ -241,6 +277,11 @@ fn work<E: Engine>(mut engine: E, shared: &Shared<E>) {
         let result = engine.process(job.request);
         let busy = start.elapsed();
         shared.busy_workers.fetch_sub(1, Ordering::Relaxed);
+        shared.stats.busy.observe(busy);
+        shared.stats.latency.observe(queued + busy);
+        if result.is_err() {
+            shared.stats.failed.fetch_add(1, Ordering::Relaxed);
+        }
         let _ = job.reply.send(Done {
             result,
             queued,
@@ -280,6 +321,26 @@ mod tests {
         let b = p.submit((13, 0), Priority::High).unwrap();
         assert_eq!(a.await.unwrap().result, Ok(4));
         assert_eq!(b.await.unwrap().result, Err("unlucky".to_string()));
+        let stats = p.stats();
+        assert_eq!(
+            (stats.busy.count, stats.latency.count, stats.failed),
+            (2, 2, 1)
+        );
+    }
+
+    #[tokio::test]
+    async fn stats_count_engine_time_and_queue_wait() {
+        // One worker: the second job waits for the first's 30 ms.
+        let p = pool(1, 8);
+        let a = p.submit((1, 30), Priority::Normal).unwrap();
+        let b = p.submit((1, 30), Priority::Normal).unwrap();
+        let (a, b) = (a.await.unwrap(), b.await.unwrap());
+        assert!(b.queued >= Duration::from_millis(25), "{:?}", b.queued);
+        let stats = p.stats();
+        assert_eq!(stats.busy.count, 2);
+        let busy = (a.busy + b.busy).as_secs_f64();
+        assert!((stats.busy.sum_seconds - busy).abs() < 0.001);
+        assert!(stats.latency.sum_seconds >= busy + 0.025);
     }
 
     #[tokio::test]

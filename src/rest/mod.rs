@@ -214,6 +214,7 @@ impl JobService {
                     result.audio_url = Some(format!("/api/v1/translate/result/{id}/audio"));
                 }
                 record.status = JobStatus::Completed;
+                crate::metrics::result(crate::metrics::Result::JobCompleted);
                 record.progress = 100;
                 record.result = Some(result);
                 output.speech
@@ -221,6 +222,7 @@ impl JobService {
             Err(e) => {
                 tracing::warn!(job = %id, code = %e.code, "job failed: {}", e.message);
                 record.status = JobStatus::Failed;
+                crate::metrics::result(crate::metrics::Result::JobFailed);
                 record.error = Some(ErrorDetail {
                     code: e.code.as_str().to_string(),
                     message: e.message,
@@ -503,6 +505,7 @@ async fn receive_clip(
     let slot = jobs.upload_slot()?;
     let bytes = read_audio(req, payload, max_bytes).await?;
     let samples = decode_audio(&bytes, max_seconds)?;
+    crate::metrics::audio(crate::metrics::Api::Http, samples.len() as u64);
     charge(req, state, samples.len() as f64 / SAMPLE_RATE as f64).await?;
     Ok((slot, samples))
 }
@@ -787,6 +790,7 @@ pub async fn sync(
         .await
         .map_err(|e| ApiError::new(e.code, e.message))?;
     let result = output.result;
+    crate::metrics::result(crate::metrics::Result::Sync);
     Ok(HttpResponse::Ok().json(SyncResponse {
         transcript: result.transcript,
         translation: result.translation,

@@ -100,6 +100,15 @@ impl Session {
     }
 
     fn send(&self, ctx: &mut ws::WebsocketContext<Self>, message: &ServerMessage) {
+        use crate::metrics::{self, Api, Result};
+        match message {
+            ServerMessage::PartialResult(r) if r.is_final => metrics::result(Result::Committed),
+            ServerMessage::PartialResult(_) => metrics::result(Result::Interim),
+            ServerMessage::FinalResult { .. } => metrics::result(Result::Final),
+            ServerMessage::TtsAudio { .. } => metrics::result(Result::Speech),
+            ServerMessage::Error { code, .. } => metrics::error(Api::Ws, *code),
+            _ => {}
+        }
         match serde_json::to_string(message) {
             Ok(text) => ctx.text(text),
             Err(e) => {
@@ -675,9 +684,10 @@ impl Session {
         }
         grant.renewed_at = Instant::now();
         let limits = grant.access.limits.clone();
+        let session = self.id.clone();
         actix_web::rt::spawn(async move {
             if let Err(e) = limits.renew_stream(&lease, STREAM_LEASE).await {
-                tracing::warn!(caller = %lease.caller, "cannot renew a stream lease: {e}");
+                tracing::warn!(%session, caller = %lease.caller, "cannot renew a stream lease: {e}");
             }
         });
     }
@@ -774,6 +784,7 @@ impl Actor for Session {
             let received = self.stream.as_ref().map_or(0, |s| s.received_16k);
             let due = (grant.finished + received).saturating_sub(grant.charged);
             let per_day = grant.caller.limits.audio_seconds_per_day;
+            let session = self.id.clone();
             actix_web::rt::spawn(async move {
                 let limits = &grant.access.limits;
                 if per_day > 0 && due > 0 {
@@ -783,7 +794,7 @@ impl Actor for Session {
                 }
                 if let Some(lease) = &grant.lease {
                     if let Err(e) = limits.close_stream(lease).await {
-                        tracing::warn!(caller = %lease.caller, "cannot release a stream lease: {e}");
+                        tracing::warn!(%session, caller = %lease.caller, "cannot release a stream lease: {e}");
                     }
                 }
             });

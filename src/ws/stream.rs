@@ -184,6 +184,7 @@ impl Stream {
 
     fn push(&mut self, samples: &[f32]) {
         self.received_16k += samples.len() as u64;
+        crate::metrics::audio(crate::metrics::Api::Ws, samples.len() as u64);
         self.asr.push_audio(samples);
     }
 
