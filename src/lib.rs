@@ -9,6 +9,7 @@
 //! - [`rest`]: the REST API (jobs, sync translation, OpenAPI) and the clip pipeline.
 //! - [`jobs`]: where jobs wait (in process, or Redis) and how their callbacks are sent.
 //! - [`metrics`]: `/metrics` (Prometheus) and the counters behind it.
+//! - [`shutdown`]: graceful shutdown on SIGTERM/SIGINT: streams finalized, jobs finished or given back.
 //! - [`telemetry`]: logging set-up.
 //! - [`web`]: the browser client (`web/`, built into the binary), served at `/`.
 //!
@@ -22,6 +23,7 @@ pub mod jobs;
 pub mod metrics;
 pub mod rest;
 pub mod server;
+pub mod shutdown;
 pub mod telemetry;
 pub mod web;
 pub mod ws;

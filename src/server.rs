@@ -98,6 +98,10 @@ pub struct ServeArgs {
     /// Jobs this instance runs at once (0: accept jobs, let other instances run them).
     #[arg(long, env = "TOLK_JOB_WORKERS", default_value_t = 1)]
     pub job_workers: usize,
+    /// On SIGTERM/SIGINT: how long open streams and running jobs get to finish before the
+    /// process exits (a job not done 2 s before is given back to the queue), in seconds.
+    #[arg(long, env = "TOLK_SHUTDOWN_TIMEOUT_SECONDS", default_value_t = 30)]
+    pub shutdown_timeout_seconds: u64,
     /// Most jobs queued or running; more are refused with 503.
     #[arg(long, env = "TOLK_JOB_QUEUE_CAPACITY", default_value_t = 64)]
     pub job_queue_capacity: usize,
@@ -203,6 +207,9 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let Some(jobs) = &state.jobs else {
         return error_response(ErrorCode::Overloaded, "not ready: no models are loaded");
     };
+    if jobs.services.shutdown.is_started() {
+        return error_response(ErrorCode::Overloaded, "not ready: shutting down");
+    }
     // A probe wants an answer, not a client's patience with a reconnecting store.
     match tokio::time::timeout(Duration::from_secs(2), jobs.queue.depth()).await {
         Ok(Ok(depth)) => HttpResponse::Ok().json(json!({
@@ -597,6 +604,9 @@ fn start_streaming(args: &ServeArgs) -> Result<StreamServices, CommandError> {
         languages,
         active: AtomicUsize::new(0),
         decodes: Default::default(),
+        shutdown: Arc::new(crate::shutdown::Shutdown::new(Duration::from_secs(
+            args.shutdown_timeout_seconds,
+        ))),
     })
 }
 
@@ -729,9 +739,10 @@ pub fn run(args: ServeArgs) -> Result<(), CommandError> {
             callbacks,
             instance.clone(),
         ));
-        for n in 0..args.job_workers {
-            actix_web::rt::spawn(jobs.clone().work(format!("{instance}/{n}")));
-        }
+        let shutdown = streaming.shutdown.clone();
+        let workers: Vec<_> = (0..args.job_workers)
+            .map(|n| actix_web::rt::spawn(jobs.clone().work(format!("{instance}/{n}"))))
+            .collect();
         let state = web::Data::new(AppState {
             registry,
             streaming: Some(streaming),
@@ -746,15 +757,46 @@ pub fn run(args: ServeArgs) -> Result<(), CommandError> {
                 .configure(configure)
         })
         .workers(args.http_workers.max(1))
+        // Signals are ours (crate::shutdown): sessions finalize before connections drop.
+        .disable_signals()
+        .shutdown_timeout(args.shutdown_timeout_seconds)
         .bind(args.bind)
         .map_err(|e| CommandError::Config(format!("cannot listen on {}: {e}", args.bind)))?;
         for addr in server.addrs() {
             // Tests and scripts read this line to find the port.
             println!("tolk listening on http://{addr}");
         }
-        server
-            .run()
+        let server = server.run();
+        let handle = server.handle();
+        let on_signal = shutdown.clone();
+        actix_web::rt::spawn(async move {
+            let signal = crate::shutdown::signal().await;
+            tracing::info!(
+                signal,
+                grace_seconds = on_signal.grace.as_secs(),
+                "shutting down: finishing open streams and running jobs"
+            );
+            on_signal.begin();
+            // A second signal: the operator will not wait.
+            actix_web::rt::spawn(async {
+                let signal = crate::shutdown::signal().await;
+                tracing::warn!(signal, "second signal: exiting now");
+                std::process::exit(130);
+            });
+            // Stop accepting; open connections (sessions finishing) get the grace period.
+            handle.stop(true).await;
+        });
+        server.await.map_err(|e| CommandError::Other(e.into()))?;
+        // Job workers stop taking jobs once shutdown begins and finish (or give back) the
+        // one they run before the deadline.
+        let left = shutdown.remaining();
+        if tokio::time::timeout(left, futures_util::future::join_all(workers))
             .await
-            .map_err(|e| CommandError::Other(e.into()))
+            .is_err()
+        {
+            tracing::warn!("job workers still busy at the deadline: exiting");
+        }
+        tracing::info!("shut down");
+        Ok(())
     })
 }

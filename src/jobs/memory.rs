@@ -126,6 +126,30 @@ impl JobQueue for MemoryQueue {
         Ok(())
     }
 
+    async fn release(
+        &self,
+        _worker: &str,
+        record: &JobRecord,
+        audio: Vec<u8>,
+    ) -> Result<(), QueueError> {
+        {
+            let mut state = self.lock();
+            let Some(entry) = state.jobs.get_mut(&record.id) else {
+                return Ok(());
+            };
+            if entry.record.status.is_terminal() {
+                return Ok(());
+            }
+            entry.record = record.clone();
+            entry.input = Some(audio);
+            state.running = state.running.saturating_sub(1);
+            // First in line: it was taken before everything still queued.
+            state.queued.push_front(record.id.clone());
+        }
+        self.ready.notify_one();
+        Ok(())
+    }
+
     async fn finish(
         &self,
         _worker: &str,
@@ -258,6 +282,37 @@ mod tests {
             .await;
         assert!(matches!(refused, Err(QueueError::Full(2))), "{refused:?}");
         assert!(queue.get("c").await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_released_job_is_taken_again_first_with_its_audio() {
+        let queue = MemoryQueue::new(4, 10, 1 << 20);
+        for id in ["a", "b"] {
+            queue
+                .submit(&record(id, Duration::from_secs(60)), vec![1, 2, 3])
+                .await
+                .unwrap();
+        }
+        let taken = queue
+            .take("w", Duration::from_millis(10))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(taken.record.id, "a");
+        let mut back = taken.record.clone();
+        back.status = JobStatus::Queued;
+        queue.release("w", &back, taken.audio).await.unwrap();
+        assert_eq!(queue.depth().await.unwrap(), 2);
+        let again = queue
+            .take("w2", Duration::from_millis(10))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (again.record.id.as_str(), again.audio),
+            ("a", vec![1, 2, 3])
+        );
+        assert_eq!(again.record.status, JobStatus::Processing);
     }
 
     #[tokio::test]

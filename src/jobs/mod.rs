@@ -128,6 +128,16 @@ pub trait JobQueue: Send + Sync + 'static {
         audio: Option<Vec<u8>>,
     ) -> Result<(), QueueError>;
 
+    /// Give a running job back (this instance is shutting down): queued again with
+    /// `record` (status queued), for any worker of any instance to take. `audio` is the
+    /// input `take` handed out.
+    async fn release(
+        &self,
+        worker: &str,
+        record: &JobRecord,
+        audio: Vec<u8>,
+    ) -> Result<(), QueueError>;
+
     /// A job's record, unless unknown or expired.
     async fn get(&self, id: &str) -> Result<Option<JobRecord>, QueueError>;
 

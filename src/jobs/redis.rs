@@ -99,6 +99,21 @@ end
 return 1
 ";
 
+/// KEYS: stream, record, entry. ARGV: group, record JSON, px, job id.
+/// Acks and deletes the job's entry and adds a new one, so it is read as a new job by any
+/// worker at once (not after the claim timeout); the stream's length is unchanged.
+const RELEASE: &str = r"
+redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
+local entry = redis.call('GET', KEYS[3])
+if entry then
+  redis.call('XACK', KEYS[1], ARGV[1], entry)
+  redis.call('XDEL', KEYS[1], entry)
+end
+local fresh = redis.call('XADD', KEYS[1], '*', 'id', ARGV[4])
+redis.call('SET', KEYS[3], fresh, 'PX', ARGV[3])
+return fresh
+";
+
 /// A [`JobQueue`] in Redis (see the module docs for the data model).
 pub struct RedisQueue {
     client: Client,
@@ -118,6 +133,7 @@ struct Scripts {
     submit: Script,
     update: Script,
     finish: Script,
+    release: Script,
 }
 
 struct Keys {
@@ -205,6 +221,7 @@ impl RedisQueue {
                 submit: Script::new(SUBMIT),
                 update: Script::new(UPDATE),
                 finish: Script::new(FINISH),
+                release: Script::new(RELEASE),
             },
         };
         queue.create_group().await?;
@@ -493,6 +510,28 @@ impl JobQueue for RedisQueue {
             .invoke_async::<()>(&mut self.conn.clone())
             .await
             .map_err(|e| store_error(format!("finishing {record_key}"), e))
+    }
+
+    async fn release(
+        &self,
+        _worker: &str,
+        record: &JobRecord,
+        _audio: Vec<u8>, // the input key is kept until `finish`
+    ) -> Result<(), QueueError> {
+        let record_key = self.keys.record(&record.id);
+        self.scripts
+            .release
+            .key(&self.keys.stream)
+            .key(&record_key)
+            .key(self.keys.entry(&record.id))
+            .arg(&self.keys.group)
+            .arg(to_json(record)?)
+            .arg(px(record))
+            .arg(&record.id)
+            .invoke_async::<String>(&mut self.conn.clone())
+            .await
+            .map(|_| ())
+            .map_err(|e| store_error(format!("releasing {record_key}"), e))
     }
 
     async fn get(&self, id: &str) -> Result<Option<JobRecord>, QueueError> {
@@ -856,6 +895,33 @@ mod tests {
             "PTTL {audio_pttl}"
         );
         assert!(queue.take("w1", Duration::ZERO).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_released_job_is_taken_at_once_by_another_worker() {
+        let server = RedisServer::start();
+        let queue = server.queue("release", 4, TTL).await;
+        queue.submit(&record(TTL), input_audio()).await.unwrap();
+        let taken = queue.take("w1", Duration::ZERO).await.unwrap().unwrap();
+        let mut back = taken.record.clone();
+        back.status = JobStatus::Queued;
+        queue.release("w1", &back, taken.audio).await.unwrap();
+        assert_eq!(queue.depth().await.unwrap(), 1);
+        assert_eq!(
+            queue.get(&back.id).await.unwrap().unwrap().status,
+            JobStatus::Queued
+        );
+        let mut raw = server.raw().await;
+        assert!(pending_owners(&mut raw, "release").await.is_empty());
+        // Long before the claim timeout: a new entry, not an abandoned one.
+        let again = queue.take("w2", Duration::ZERO).await.unwrap().unwrap();
+        assert_eq!(again.record.id, back.id);
+        assert_eq!(again.audio, input_audio());
+        queue
+            .finish("w2", &completed(again.record), None)
+            .await
+            .unwrap();
+        assert_eq!(queue.depth().await.unwrap(), 0);
     }
 
     #[tokio::test]

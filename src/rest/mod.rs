@@ -169,8 +169,14 @@ impl JobService {
     /// instance runs it.
     pub async fn work(self: Arc<Self>, worker: String) {
         tracing::info!(%worker, "job worker started");
-        loop {
+        let shutdown = self.services.shutdown.clone();
+        // `take` is not cancelled (a Redis read dropped mid-way could strand the job it
+        // got until the claim timeout): it waits at most a second, then the flag is seen.
+        while !shutdown.is_started() {
             match self.queue.take(&worker, Duration::from_secs(1)).await {
+                Ok(Some(claimed)) if shutdown.is_started() => {
+                    self.release(&worker, claimed.record, claimed.audio).await
+                }
                 Ok(Some(claimed)) => self.run(&worker, claimed).await,
                 Ok(None) => {}
                 Err(e) => {
@@ -178,6 +184,20 @@ impl JobService {
                     tokio::time::sleep(Duration::from_secs(1)).await;
                 }
             }
+        }
+        tracing::info!(%worker, "job worker stopped");
+    }
+
+    /// Give a job back to the queue (shutting down): another worker, here after a restart
+    /// or on another instance, runs it from the start.
+    async fn release(&self, worker: &str, mut record: JobRecord, audio: Vec<u8>) {
+        record.status = JobStatus::Queued;
+        record.progress = 0;
+        record.eta_seconds = None;
+        record.touch(self.config.result_ttl);
+        match self.queue.release(worker, &record, audio).await {
+            Ok(()) => tracing::info!(job = %record.id, %worker, "job given back to the queue"),
+            Err(e) => tracing::warn!(job = %record.id, %worker, "cannot give a job back: {e}"),
         }
     }
 
@@ -196,8 +216,17 @@ impl JobService {
                     priority: Priority::Normal,
                     wait_when_busy: true,
                 };
-                self.run_reporting(worker, &mut record, request, started)
-                    .await
+                // A job that would outlive the shutdown deadline is given back instead.
+                let work = self.run_reporting(worker, &mut record, request, started);
+                let expiring = self.services.shutdown.expiring();
+                let finished = tokio::select! {
+                    outcome = work => Some(outcome),
+                    () = expiring => None,
+                };
+                match finished {
+                    Some(outcome) => outcome,
+                    None => return self.release(worker, record, audio).await,
+                }
             }
             Err(e) => Err(PipelineError {
                 code: ErrorCode::Internal,

@@ -98,6 +98,8 @@ pub struct StreamServices {
     pub active: AtomicUsize,
     /// Whisper time spent on streams, for `/metrics`.
     pub decodes: DecodeStats,
+    /// Told when the server begins to shut down (sessions finalize and close).
+    pub shutdown: Arc<crate::shutdown::Shutdown>,
 }
 
 /// Count and total engine time of stream decodes, by kind: how much of a final's latency

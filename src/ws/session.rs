@@ -78,6 +78,9 @@ pub struct Session {
     active_at: Instant,
     stream: Option<Stream>,
     streams_started: u32,
+    /// The server is shutting down: the open stream is being finalized, no new one starts,
+    /// and the connection closes with 1001 once it is complete.
+    leaving: bool,
 }
 
 impl Session {
@@ -92,6 +95,7 @@ impl Session {
             active_at: now,
             stream: None,
             streams_started: 0,
+            leaving: false,
         }
     }
 
@@ -200,6 +204,13 @@ impl Session {
                 if self.grant.as_ref().is_some_and(|g| g.exceeded) {
                     return self.close_over_quota(ctx);
                 }
+                if self.leaving {
+                    return self.error(
+                        ctx,
+                        ErrorCode::Overloaded,
+                        "the server is shutting down: reconnect (to another instance) and start again",
+                    );
+                }
                 if self.stream.is_some() {
                     return self.error(
                         ctx,
@@ -304,7 +315,8 @@ impl Session {
     fn on_audio(&mut self, bytes: &[u8], ctx: &mut ws::WebsocketContext<Self>) {
         // Over quota: the stream is being finalized and the session closes with
         // `quota_exceeded`; audio still in flight is dropped without an error of its own.
-        if self.grant.as_ref().is_some_and(|g| g.exceeded) {
+        // Shutting down: likewise, the stream is being finalized for the client.
+        if self.grant.as_ref().is_some_and(|g| g.exceeded) || self.leaving {
             return;
         }
         let services = self.services();
@@ -668,7 +680,33 @@ impl Session {
         self.charge(ctx, true);
         if self.grant.as_ref().is_some_and(|g| g.exceeded) {
             self.close_over_quota(ctx);
+        } else if self.leaving {
+            self.close_going_away(ctx);
         }
+    }
+
+    /// The server is shutting down: finish the open stream as if the client had sent
+    /// `end_stream` (its results, `final_result`, `session_complete`), then close with 1001.
+    fn leave(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
+        self.leaving = true;
+        match &self.stream {
+            None => self.close_going_away(ctx),
+            Some(stream) => {
+                tracing::info!(session = %self.id, stream = %stream.id, "shutting down: finalizing the stream");
+                if stream.phase != Phase::Finalizing {
+                    self.end_stream(ctx);
+                }
+                self.maybe_complete(ctx);
+            }
+        }
+    }
+
+    fn close_going_away(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
+        ctx.close(Some(ws::CloseReason {
+            code: ws::CloseCode::Away,
+            description: Some("server shutting down".into()),
+        }));
+        ctx.stop();
     }
 
     /// Keep this session's place among its caller's concurrent streams.
@@ -766,6 +804,8 @@ impl Actor for Session {
         ctx.run_interval(TICK.min(services.config.heartbeat_interval), |act, ctx| {
             act.tick(ctx)
         });
+        let shutdown = services.shutdown.started();
+        ctx.spawn(fut::wrap_future::<_, Self>(shutdown).map(|(), act, ctx| act.leave(ctx)));
         self.send(
             ctx,
             &ServerMessage::Connected {

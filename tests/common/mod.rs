@@ -122,6 +122,29 @@ impl Server {
         Server { child, addr }
     }
 
+    /// SIGTERM: the graceful shutdown.
+    pub fn terminate(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success());
+    }
+
+    /// Wait up to `timeout` for the process to exit: its status, or `None` if still running.
+    pub fn wait_exit(&mut self, timeout: std::time::Duration) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return Some(status);
+            }
+            if std::time::Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
     /// A server started by the test itself, listening on `addr`; killed when dropped.
     pub fn attach(child: Child, addr: String) -> Self {
         Server { child, addr }

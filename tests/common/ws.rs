@@ -19,6 +19,8 @@ pub struct Client {
     pub ws: Socket,
     pub received: Vec<(Instant, Value)>,
     pub closed: bool,
+    /// The close code the server sent, once it has.
+    pub close_code: Option<u16>,
 }
 
 impl Client {
@@ -45,6 +47,7 @@ impl Client {
             ws,
             received: Vec::new(),
             closed: false,
+            close_code: None,
         };
         let connected = client.wait_for("connected", Duration::from_secs(5));
         assert_eq!(connected["protocol_version"], 1);
@@ -68,7 +71,10 @@ impl Client {
                 Ok(Message::Text(t)) => self
                     .received
                     .push((Instant::now(), serde_json::from_str(&t).unwrap())),
-                Ok(Message::Close(_)) => self.closed = true,
+                Ok(Message::Close(frame)) => {
+                    self.closed = true;
+                    self.close_code = frame.map(|f| u16::from(f.code));
+                }
                 Ok(_) => {}
                 Err(tungstenite::Error::Io(e))
                     if matches!(
