@@ -67,6 +67,10 @@ pub struct ServeArgs {
     /// Most concurrent WebSocket sessions.
     #[arg(long, env = "TOLK_MAX_SESSIONS", default_value_t = 64)]
     pub max_sessions: usize,
+    /// How long a session outlives a dropped connection, waiting for the client to resume
+    /// it with its token (its stream goes on, results are kept); 0 turns resuming off.
+    #[arg(long, env = "TOLK_RESUME_GRACE_SECONDS", default_value_t = 30)]
+    pub resume_grace_seconds: u64,
     /// Server WebSocket ping interval, in ms.
     #[arg(long, env = "TOLK_WS_HEARTBEAT_MS", default_value_t = 10_000)]
     pub ws_heartbeat_ms: u64,
@@ -536,6 +540,7 @@ fn start_streaming(args: &ServeArgs) -> Result<StreamServices, CommandError> {
         max_stream: Duration::from_secs(args.max_stream_seconds),
         max_frame_bytes: args.max_frame_bytes,
         max_sessions: args.max_sessions.max(1),
+        resume_grace: Duration::from_secs(args.resume_grace_seconds),
         streaming: StreamingConfig {
             step_ms: args.asr_step_ms.max(100),
             min_silence_ms: args.vad_min_silence_ms.max(64),
@@ -607,6 +612,7 @@ fn start_streaming(args: &ServeArgs) -> Result<StreamServices, CommandError> {
         shutdown: Arc::new(crate::shutdown::Shutdown::new(Duration::from_secs(
             args.shutdown_timeout_seconds,
         ))),
+        resumable: Default::default(),
     })
 }
 

@@ -72,11 +72,14 @@ pub enum ErrorCode {
     RateLimited,
     /// The caller's daily audio quota (or concurrent-stream allowance) is used up.
     QuotaExceeded,
+    /// A WebSocket `?resume=` token that names no session: unknown, or its grace period
+    /// has passed. Start a new session.
+    SessionExpired,
 }
 
 impl ErrorCode {
     /// All codes, in table order, for documentation and exhaustive tests.
-    pub const ALL: [ErrorCode; 22] = [
+    pub const ALL: [ErrorCode; 23] = [
         ErrorCode::InvalidMessage,
         ErrorCode::StreamNotStarted,
         ErrorCode::StreamAlreadyStarted,
@@ -99,6 +102,7 @@ impl ErrorCode {
         ErrorCode::Forbidden,
         ErrorCode::RateLimited,
         ErrorCode::QuotaExceeded,
+        ErrorCode::SessionExpired,
     ];
 
     /// The status a REST response (or a refused WebSocket upgrade) carries for this code.
@@ -106,6 +110,7 @@ impl ErrorCode {
         match self {
             ErrorCode::InvalidMessage | ErrorCode::InvalidRequest => 400,
             ErrorCode::NotFound => 404,
+            ErrorCode::SessionExpired => 410,
             ErrorCode::MethodNotAllowed => 405,
             ErrorCode::Unauthorized => 401,
             ErrorCode::Forbidden => 403,
@@ -163,6 +168,7 @@ impl ErrorCode {
             ErrorCode::Forbidden => "forbidden",
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::QuotaExceeded => "quota_exceeded",
+            ErrorCode::SessionExpired => "session_expired",
         }
     }
 }
@@ -226,7 +232,8 @@ mod tests {
                 | ErrorCode::Unauthorized
                 | ErrorCode::Forbidden
                 | ErrorCode::RateLimited
-                | ErrorCode::QuotaExceeded => c.as_str(),
+                | ErrorCode::QuotaExceeded
+                | ErrorCode::SessionExpired => c.as_str(),
             })
             .collect::<std::collections::HashSet<_>>()
             .len();
@@ -258,6 +265,7 @@ mod tests {
             ("forbidden", 403, false),
             ("rate_limited", 429, true),
             ("quota_exceeded", 429, true),
+            ("session_expired", 410, false),
         ];
         for (code, (name, status, retryable)) in ErrorCode::ALL.into_iter().zip(table) {
             assert_eq!(code.as_str(), name);

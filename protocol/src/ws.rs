@@ -54,6 +54,9 @@ pub enum ClientMessage {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         id: Option<u64>,
     },
+    /// Every server message up to `seq` has arrived: the server need not keep it for a
+    /// resume.
+    Ack { seq: u64 },
 }
 
 fn default_true() -> bool {
@@ -73,6 +76,7 @@ impl ClientMessage {
             ClientMessage::AudioChunk { .. } => "audio_chunk",
             ClientMessage::EndStream {} => "end_stream",
             ClientMessage::Ping { .. } => "ping",
+            ClientMessage::Ack { .. } => "ack",
         }
     }
 }
@@ -146,6 +150,14 @@ pub enum ServerMessage {
         /// ISO 639-1 codes accepted as `source_lang` (besides `"auto"`) and `target_lang`.
         supported_languages: Vec<String>,
         limits: Limits,
+        /// Reconnect with `?resume=<token>` within `limits.resume_grace_seconds` of a
+        /// dropped connection to carry on the same session; absent when resuming is off.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        resume_token: Option<String>,
+        /// This connection resumed the session: the messages the client had not
+        /// acknowledged follow, with their original `seq`.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        resumed: bool,
     },
     /// Answer to `start_stream`: audio may flow.
     StreamReady {
@@ -240,6 +252,18 @@ pub struct Limits {
     pub max_realtime_factor: f32,
     /// Lowest and highest accepted sample rate, in Hz.
     pub sample_rates: [u32; 2],
+    /// How long a session outlives a dropped connection, waiting for a resume (0: never).
+    #[serde(default)]
+    pub resume_grace_seconds: u32,
+}
+
+/// A server message as sent: with its sequence number, which a client acknowledges and
+/// gives back when it resumes. `connected` and `pong` are not numbered.
+#[derive(Debug, Serialize)]
+pub struct Sequenced<'a> {
+    #[serde(flatten)]
+    pub message: &'a ServerMessage,
+    pub seq: u64,
 }
 
 /// Recognition of one segment so far. A result with `is_final: false` is the unstable tail
@@ -350,6 +374,7 @@ mod tests {
             ClientMessage::EndStream {},
             ClientMessage::Ping { id: Some(42) },
             ClientMessage::Ping { id: None },
+            ClientMessage::Ack { seq: 17 },
         ]
     }
 
@@ -382,7 +407,10 @@ mod tests {
                     heartbeat_interval_seconds: 10,
                     max_realtime_factor: 2.0,
                     sample_rates: [MIN_SAMPLE_RATE, MAX_SAMPLE_RATE],
+                    resume_grace_seconds: 30,
                 },
+                resume_token: Some("res_0123".into()),
+                resumed: true,
             },
             ServerMessage::StreamReady {
                 stream_id: "st-1".into(),
@@ -461,7 +489,7 @@ mod tests {
         samples.iter().map(kind).collect()
     }
 
-    const CLIENT_TYPES: [&str; 4] = ["start_stream", "audio_chunk", "end_stream", "ping"];
+    const CLIENT_TYPES: [&str; 5] = ["start_stream", "audio_chunk", "end_stream", "ping", "ack"];
     const SERVER_TYPES: [&str; 8] = [
         "connected",
         "stream_ready",
@@ -483,6 +511,26 @@ mod tests {
             kinds(&server_samples(), ServerMessage::kind),
             SERVER_TYPES.into_iter().collect()
         );
+    }
+
+    #[test]
+    fn sequenced_messages_carry_seq_beside_their_fields_and_parse_as_before() {
+        for msg in server_samples() {
+            let text = serde_json::to_string(&Sequenced {
+                message: &msg,
+                seq: 9,
+            })
+            .unwrap();
+            let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+            assert_eq!(value["seq"], 9, "{text}");
+            assert_eq!(value["type"], msg.kind(), "{text}");
+            // A client that knows nothing of `seq` reads the same message.
+            assert_eq!(
+                serde_json::from_str::<ServerMessage>(&text).unwrap(),
+                msg,
+                "{text}"
+            );
+        }
     }
 
     #[test]

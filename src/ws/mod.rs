@@ -4,8 +4,10 @@
 //! worker pools of [`StreamServices`], shared by all sessions.
 
 pub mod pcm;
+pub mod replay;
 pub mod session;
 pub mod stream;
+pub mod transport;
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -45,6 +47,8 @@ pub struct WsConfig {
     pub max_buffer_ms: u64,
     /// Most concurrent WebSocket sessions; more are refused with 503.
     pub max_sessions: usize,
+    /// How long a session whose connection dropped waits for a resume (zero: it ends).
+    pub resume_grace: Duration,
     pub streaming: StreamingConfig,
 }
 
@@ -60,6 +64,7 @@ impl Default for WsConfig {
             burst_ms: 3000,
             max_buffer_ms: 30_000,
             max_sessions: 64,
+            resume_grace: Duration::from_secs(30),
             streaming: StreamingConfig::default(),
         }
     }
@@ -74,6 +79,7 @@ impl WsConfig {
             heartbeat_interval_seconds: self.heartbeat_interval.as_secs().max(1) as u32,
             max_realtime_factor: self.max_realtime_factor,
             sample_rates: [8_000, 48_000],
+            resume_grace_seconds: self.resume_grace.as_secs() as u32,
         }
     }
 }
@@ -100,6 +106,17 @@ pub struct StreamServices {
     pub decodes: DecodeStats,
     /// Told when the server begins to shut down (sessions finalize and close).
     pub shutdown: Arc<crate::shutdown::Shutdown>,
+    /// Sessions that can be resumed, by token: each with its caller (when auth is on),
+    /// whom a resume must name again. At most one entry per open session.
+    pub resumable: std::sync::Mutex<std::collections::HashMap<String, Resumable>>,
+}
+
+#[derive(Clone)]
+pub struct Resumable {
+    pub session: actix::Addr<session::Session>,
+    pub caller: Option<String>,
+    /// Attachments so far (the next resume's number is one more).
+    pub attachments: Arc<AtomicU64>,
 }
 
 /// Count and total engine time of stream decodes, by kind: how much of a final's latency
@@ -124,6 +141,18 @@ impl DecodeStats {
 }
 
 impl StreamServices {
+    fn resumable(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, Resumable>> {
+        // A panic while holding the lock leaves a plain map behind: keep using it.
+        self.resumable
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The session's token is void (it ended).
+    pub fn forget_resumable(&self, token: &str) {
+        self.resumable().remove(token);
+    }
+
     /// The language to recognise (`None` = detect), or why the request cannot be served.
     pub fn check_languages(
         &self,
@@ -242,6 +271,12 @@ pub async fn translate(
     // browser, told nothing about a refused handshake, asks again with a plain GET to learn
     // why. Checked here, so that nothing taken below is held for it.
     let not_upgrade = ws::handshake(&req).err();
+    let query = web::Query::<ResumeQuery>::from_query(req.query_string())
+        .map(web::Query::into_inner)
+        .unwrap_or_default();
+    if let Some(token) = query.resume {
+        return resume(&req, body, services, &token, query.last_seq, not_upgrade);
+    }
     let Some(slot) = SessionSlot::acquire(services) else {
         return error_response(
             ErrorCode::Overloaded,
@@ -277,17 +312,89 @@ pub async fn translate(
         );
     }
     let session = session::Session::new(slot, grant);
-    // A browser sends its token as a `bearer.<token>` subprotocol next to `tolk.v1`; the
-    // handshake must then name one it offered.
-    match ws::WsResponseBuilder::new(session, &req, body)
+    let caller = session.caller_id();
+    let (session, token) = if services.config.resume_grace.is_zero() {
+        (session, None)
+    } else {
+        let (session, token) = session.resumable();
+        (session, Some(token))
+    };
+    let addr = actix::Actor::start(session);
+    if let Some(token) = token {
+        services.resumable().insert(
+            token,
+            Resumable {
+                session: addr.clone(),
+                caller,
+                attachments: Arc::new(AtomicU64::new(1)),
+            },
+        );
+    }
+    match upgrade(&req, body, transport::Transport::new(addr.clone(), 1, None)) {
+        Ok(response) => response,
+        Err(response) => {
+            addr.do_send(session::End);
+            response
+        }
+    }
+}
+
+/// `?resume=<token>&last_seq=<n>`
+#[derive(Debug, Default, serde::Deserialize)]
+struct ResumeQuery {
+    resume: Option<String>,
+    last_seq: Option<u64>,
+}
+
+/// Start the WebSocket. A browser sends its token as a `bearer.<token>` subprotocol next
+/// to `tolk.v1`; the handshake must then name one it offered.
+fn upgrade(
+    req: &HttpRequest,
+    body: web::Payload,
+    transport: transport::Transport,
+) -> Result<HttpResponse, HttpResponse> {
+    ws::WsResponseBuilder::new(transport, req, body)
         .frame_size(CODEC_MAX_FRAME)
         .protocols(&["tolk.v1"])
         .start()
-    {
-        Ok(response) => response,
-        Err(e) => error_response(
+        .map_err(|e| {
+            error_response(
+                ErrorCode::InvalidMessage,
+                &format!("not a WebSocket upgrade request: {e}"),
+            )
+        })
+}
+
+/// `?resume=`: attach a new connection to a session waiting for it. The session keeps its
+/// slot and its caller's stream place; the caller must be the same.
+fn resume(
+    req: &HttpRequest,
+    body: web::Payload,
+    services: &StreamServices,
+    token: &str,
+    last_seq: Option<u64>,
+    not_upgrade: Option<ws::HandshakeError>,
+) -> HttpResponse {
+    let Some(entry) = services.resumable().get(token).cloned() else {
+        return error_response(
+            ErrorCode::SessionExpired,
+            "no session to resume with this token (unknown, or its grace period has passed): open a new session",
+        );
+    };
+    let caller = req.extensions().get::<Caller>().map(|c| c.id.clone());
+    if entry.caller.is_some() && entry.caller != caller {
+        return error_response(
+            ErrorCode::Forbidden,
+            "this session belongs to another caller",
+        );
+    }
+    if let Some(e) = not_upgrade {
+        return error_response(
             ErrorCode::InvalidMessage,
             &format!("not a WebSocket upgrade request: {e}"),
-        ),
+        );
     }
+    let attachment = entry.attachments.fetch_add(1, Ordering::Relaxed) + 1;
+    let transport = transport::Transport::new(entry.session, attachment, Some(last_seq));
+    upgrade(req, body, transport).unwrap_or_else(|response| response)
 }

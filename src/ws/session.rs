@@ -8,6 +8,11 @@
 //!
 //! Audio goes through the shared VAD and ASR pools; at most one VAD job and one ASR job of
 //! a session are in flight, so a session can never flood a pool.
+//!
+//! The session is not the connection: a [`Transport`](super::transport::Transport) actor
+//! carries its frames, and when the connection drops without a close the session waits
+//! for a resume (`?resume=<token>`) for the grace period, its stream going on, every
+//! numbered message kept until the client acknowledges it ([`Replay`]).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,10 +25,12 @@ use tolk_actors::pool::{PoolError, Priority};
 use tolk_actors::streaming::{DecodeKind, DecodeRequest, SegmentUpdate};
 use tolk_models::vad::VadState;
 use tolk_protocol::error::ErrorCode;
-use tolk_protocol::ws::{AudioEncoding, ClientMessage, ServerMessage};
+use tolk_protocol::ws::{AudioEncoding, ClientMessage, Sequenced, ServerMessage};
 use tolk_protocol::PROTOCOL_VERSION;
 
+use super::replay::{Frame, Replay};
 use super::stream::{Phase, Stream, StreamSpec, TranslationJob};
+use super::transport::{Attach, Detach, Incoming, Outgoing};
 use super::{SessionSlot, StreamServices};
 use crate::access::{Access, Caller, STREAM_LEASE};
 use tolk_auth::limits::StreamLease;
@@ -32,6 +39,12 @@ use tolk_auth::limits::StreamLease;
 const TICK: Duration = Duration::from_millis(500);
 /// Retry delay for a final decode refused by a full queue: finals are never dropped.
 const FINAL_RETRY: Duration = Duration::from_millis(100);
+/// Unacknowledged messages kept for a resume: at most this many…
+const REPLAY_MESSAGES: usize = 1024;
+/// …and this many bytes (speech frames are large).
+const REPLAY_BYTES: usize = 8 << 20;
+/// Client frames waiting for the session; more are refused (`overloaded`).
+const MAILBOX: usize = 256;
 
 /// An authenticated session's caller, its place among the caller's concurrent streams,
 /// and its audio not yet counted against the daily quota.
@@ -81,6 +94,17 @@ pub struct Session {
     /// The server is shutting down: the open stream is being finalized, no new one starts,
     /// and the connection closes with 1001 once it is complete.
     leaving: bool,
+    /// The connection writing to the client (attachment number, transport); `None` before
+    /// the first attaches and while the session waits for a resume.
+    link: Option<(u64, Recipient<Outgoing>)>,
+    /// Since when the session has waited for a resume.
+    detached_at: Option<Instant>,
+    /// The secret a client resumes with; `None` when resuming is off.
+    resume_token: Option<String>,
+    /// `seq` of the last numbered message sent, and of the last the client acknowledged.
+    seq: u64,
+    acked: u64,
+    replay: Replay,
 }
 
 impl Session {
@@ -96,14 +120,47 @@ impl Session {
             stream: None,
             streams_started: 0,
             leaving: false,
+            link: None,
+            detached_at: None,
+            resume_token: None,
+            seq: 0,
+            acked: 0,
+            replay: Replay::new(REPLAY_MESSAGES, REPLAY_BYTES),
         }
+    }
+
+    /// Let the client resume this session with the returned token.
+    pub fn resumable(mut self) -> (Self, String) {
+        let token = format!("res_{}", uuid::Uuid::new_v4().simple());
+        self.resume_token = Some(token.clone());
+        (self, token)
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The caller's id, which a resume must present again.
+    pub fn caller_id(&self) -> Option<String> {
+        self.grant.as_ref().map(|g| g.caller.id.clone())
     }
 
     fn services(&self) -> Arc<StreamServices> {
         self.slot.services().clone()
     }
 
-    fn send(&self, ctx: &mut ws::WebsocketContext<Self>, message: &ServerMessage) {
+    /// Send a message: numbered and kept for a resume, but for `connected` and `pong`.
+    fn send(&mut self, ctx: &mut Context<Self>, message: &ServerMessage) {
+        self.send_with(ctx, message, None);
+    }
+
+    /// A message and the binary frame that belongs to it (`tts_audio`), under one `seq`.
+    fn send_with(
+        &mut self,
+        _: &mut Context<Self>,
+        message: &ServerMessage,
+        binary: Option<Vec<u8>>,
+    ) {
         use crate::metrics::{self, Api, Result};
         match message {
             ServerMessage::PartialResult(r) if r.is_final => metrics::result(Result::Committed),
@@ -113,42 +170,104 @@ impl Session {
             ServerMessage::Error { code, .. } => metrics::error(Api::Ws, *code),
             _ => {}
         }
-        match serde_json::to_string(message) {
-            Ok(text) => ctx.text(text),
+        let numbered = !matches!(
+            message,
+            ServerMessage::Connected { .. } | ServerMessage::Pong { .. }
+        );
+        let text = if numbered {
+            let seq = self.seq + 1;
+            serde_json::to_string(&Sequenced { message, seq })
+        } else {
+            serde_json::to_string(message)
+        };
+        let text = match text {
+            Ok(text) => text,
             Err(e) => {
-                tracing::error!(session = %self.id, "cannot serialise {}: {e}", message.kind())
+                tracing::error!(session = %self.id, "cannot serialise {}: {e}", message.kind());
+                return;
             }
+        };
+        let mut frames = vec![Frame::Text(text)];
+        frames.extend(binary.map(|b| Frame::Binary(b.into())));
+        for frame in &frames {
+            self.write(Outgoing::Frame(frame.clone()));
+        }
+        if numbered {
+            self.seq += 1;
+            self.replay.push(self.seq, frames);
         }
     }
 
-    fn error(
-        &self,
-        ctx: &mut ws::WebsocketContext<Self>,
-        code: ErrorCode,
-        message: impl Into<String>,
-    ) {
+    /// To the client, if one is connected (a detached session's messages wait in the
+    /// replay buffer).
+    fn write(&self, out: Outgoing) {
+        if let Some((_, link)) = &self.link {
+            link.do_send(out);
+        }
+    }
+
+    /// Close the connection and end the session.
+    fn close(&mut self, ctx: &mut Context<Self>, code: ws::CloseCode, why: &str) {
+        if let Some((_, link)) = self.link.take() {
+            link.do_send(Outgoing::Close(Some(ws::CloseReason {
+                code,
+                description: Some(why.into()),
+            })));
+        }
+        ctx.stop();
+    }
+
+    /// The connection is gone (or dead): wait for a resume if the session can be
+    /// resumed, else end.
+    fn detach(&mut self, ctx: &mut Context<Self>, why: &str) {
+        self.link = None;
+        if self.resume_token.is_some() && !self.leaving {
+            tracing::info!(session = %self.id, why, "connection lost: the session waits for a resume");
+            self.detached_at = Some(Instant::now());
+        } else {
+            tracing::info!(session = %self.id, why, "connection lost");
+            ctx.stop();
+        }
+    }
+
+    fn error(&mut self, ctx: &mut Context<Self>, code: ErrorCode, message: impl Into<String>) {
         let message = message.into();
         tracing::debug!(session = %self.id, %code, %message, "error sent");
         self.send(ctx, &ServerMessage::error(code, message));
     }
 
     /// Heartbeat, idle and stream-length timers.
-    fn tick(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
+    fn tick(&mut self, ctx: &mut Context<Self>) {
         self.renew_lease();
         self.charge(ctx, false);
-        let config = &self.slot.services().config;
+        let services = self.services();
+        let config = &services.config;
+        if let Some(since) = self.detached_at {
+            // No client to time out; only the grace period runs.
+            if since.elapsed() > config.resume_grace {
+                tracing::info!(session = %self.id, "not resumed within {:?}: ending", config.resume_grace);
+                ctx.stop();
+            }
+            return;
+        }
+        if self.link.is_none() {
+            return; // not attached yet
+        }
         if self.heard_at.elapsed() > config.client_timeout {
             tracing::info!(session = %self.id, "no pong for {:?}: closing", config.client_timeout);
-            ctx.close(Some(ws::CloseReason {
-                code: ws::CloseCode::Away,
-                description: Some("heartbeat timeout".into()),
-            }));
-            ctx.stop();
+            if let Some((_, link)) = &self.link {
+                link.do_send(Outgoing::Close(Some(ws::CloseReason {
+                    code: ws::CloseCode::Away,
+                    description: Some("heartbeat timeout".into()),
+                })));
+            }
+            // A dead connection is what resuming is for.
+            self.detach(ctx, "heartbeat timeout");
             return;
         }
         if self.last_ping.elapsed() >= config.heartbeat_interval {
             self.last_ping = Instant::now();
-            ctx.ping(b"tolk");
+            self.write(Outgoing::Ping);
         }
         let streaming = self
             .stream
@@ -168,11 +287,7 @@ impl Session {
                     config.idle_timeout.as_secs()
                 ),
             );
-            ctx.close(Some(ws::CloseReason {
-                code: ws::CloseCode::Normal,
-                description: Some("idle timeout".into()),
-            }));
-            ctx.stop();
+            self.close(ctx, ws::CloseCode::Normal, "idle timeout");
             return;
         }
         if let Some(stream) = &self.stream {
@@ -190,9 +305,13 @@ impl Session {
         }
     }
 
-    fn on_client(&mut self, message: ClientMessage, ctx: &mut ws::WebsocketContext<Self>) {
+    fn on_client(&mut self, message: ClientMessage, ctx: &mut Context<Self>) {
         match message {
             ClientMessage::Ping { id } => self.send(ctx, &ServerMessage::Pong { id }),
+            ClientMessage::Ack { seq } => {
+                self.acked = self.acked.max(seq.min(self.seq));
+                self.replay.ack(self.acked);
+            }
             ClientMessage::StartStream {
                 source_lang,
                 target_lang,
@@ -294,7 +413,7 @@ impl Session {
         }
     }
 
-    fn start_stream(&mut self, ctx: &mut ws::WebsocketContext<Self>, spec: StreamSpec) {
+    fn start_stream(&mut self, ctx: &mut Context<Self>, spec: StreamSpec) {
         let services = self.services();
         self.streams_started += 1;
         let format = spec.format;
@@ -312,7 +431,7 @@ impl Session {
         );
     }
 
-    fn on_audio(&mut self, bytes: &[u8], ctx: &mut ws::WebsocketContext<Self>) {
+    fn on_audio(&mut self, bytes: &[u8], ctx: &mut Context<Self>) {
         // Over quota: the stream is being finalized and the session closes with
         // `quota_exceeded`; audio still in flight is dropped without an error of its own.
         // Shutting down: likewise, the stream is being finalized for the client.
@@ -334,7 +453,7 @@ impl Session {
         }
     }
 
-    fn end_stream(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
+    fn end_stream(&mut self, ctx: &mut Context<Self>) {
         // The VAD catches up first (pump), then the recogniser is told the stream ended,
         // so the last words are judged before the final decode.
         if self.stream.as_mut().is_some_and(Stream::finish_input) {
@@ -343,7 +462,7 @@ impl Session {
     }
 
     /// Start whatever work is due: VAD over new audio, then the next decode.
-    fn pump(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
+    fn pump(&mut self, ctx: &mut Context<Self>) {
         let services = self.services();
         let Some(stream) = self.stream.as_mut() else {
             return;
@@ -412,7 +531,7 @@ impl Session {
         self.maybe_complete(ctx);
     }
 
-    fn decode(&mut self, request: DecodeRequest, ctx: &mut ws::WebsocketContext<Self>) {
+    fn decode(&mut self, request: DecodeRequest, ctx: &mut Context<Self>) {
         let services = self.services();
         let Some(stream) = self.stream.as_mut() else {
             return;
@@ -500,7 +619,7 @@ impl Session {
     }
 
     /// Send segment updates to the client and record the committed ones.
-    fn deliver(&mut self, updates: Vec<SegmentUpdate>, ctx: &mut ws::WebsocketContext<Self>) {
+    fn deliver(&mut self, updates: Vec<SegmentUpdate>, ctx: &mut Context<Self>) {
         let Some(stream) = self.stream.as_mut() else {
             return;
         };
@@ -513,7 +632,7 @@ impl Session {
     }
 
     /// Send the results that are ready, in order.
-    fn flush(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
+    fn flush(&mut self, ctx: &mut Context<Self>) {
         let Some(stream) = self.stream.as_mut() else {
             return;
         };
@@ -541,13 +660,7 @@ impl Session {
     }
 
     /// Synthesize a committed segment; its `tts_audio` header and frame go out when ready.
-    fn speak(
-        &mut self,
-        segment_id: u32,
-        language: String,
-        text: String,
-        ctx: &mut ws::WebsocketContext<Self>,
-    ) {
+    fn speak(&mut self, segment_id: u32, language: String, text: String, ctx: &mut Context<Self>) {
         let services = self.services();
         let Some(stream) = self.stream.as_mut() else {
             return;
@@ -581,8 +694,7 @@ impl Session {
                                 bytes: bytes.len() as u32,
                                 text,
                             };
-                            act.send(ctx, &header);
-                            ctx.binary(bytes);
+                            act.send_with(ctx, &header, Some(bytes));
                         }
                         Ok(Err(e)) => act.error(
                             ctx,
@@ -604,12 +716,7 @@ impl Session {
 
     /// Translate a committed segment on the translation pool; its result is held back
     /// until then (a failure sends it untranslated, with an error).
-    fn translate(
-        &mut self,
-        job: TranslationJob,
-        stream_id: String,
-        ctx: &mut ws::WebsocketContext<Self>,
-    ) {
+    fn translate(&mut self, job: TranslationJob, stream_id: String, ctx: &mut Context<Self>) {
         let services = self.services();
         let segment_id = job.segment_id;
         let request = TranslateRequest {
@@ -661,7 +768,7 @@ impl Session {
 
     /// Finalizing → Connected: once everything is committed, `final_result` and
     /// `session_complete`; a new stream may start.
-    fn maybe_complete(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
+    fn maybe_complete(&mut self, ctx: &mut Context<Self>) {
         if !self.stream.as_ref().is_some_and(Stream::is_complete) {
             return;
         }
@@ -687,8 +794,12 @@ impl Session {
 
     /// The server is shutting down: finish the open stream as if the client had sent
     /// `end_stream` (its results, `final_result`, `session_complete`), then close with 1001.
-    fn leave(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
+    fn leave(&mut self, ctx: &mut Context<Self>) {
         self.leaving = true;
+        if self.link.is_none() {
+            // No client to finalize for (waiting for a resume that cannot come now).
+            return ctx.stop();
+        }
         match &self.stream {
             None => self.close_going_away(ctx),
             Some(stream) => {
@@ -701,12 +812,8 @@ impl Session {
         }
     }
 
-    fn close_going_away(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
-        ctx.close(Some(ws::CloseReason {
-            code: ws::CloseCode::Away,
-            description: Some("server shutting down".into()),
-        }));
-        ctx.stop();
+    fn close_going_away(&mut self, ctx: &mut Context<Self>) {
+        self.close(ctx, ws::CloseCode::Away, "server shutting down");
     }
 
     /// Keep this session's place among its caller's concurrent streams.
@@ -732,7 +839,7 @@ impl Session {
 
     /// Count received audio against the caller's daily quota, a second at a time (all of
     /// it when `all`); past the quota the stream is finalized and the session closed.
-    fn charge(&mut self, ctx: &mut ws::WebsocketContext<Self>, all: bool) {
+    fn charge(&mut self, ctx: &mut Context<Self>, all: bool) {
         let received = self.stream.as_ref().map_or(0, |s| s.received_16k);
         let Some(grant) = self.grant.as_mut() else {
             return;
@@ -773,7 +880,7 @@ impl Session {
         }));
     }
 
-    fn close_over_quota(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
+    fn close_over_quota(&mut self, ctx: &mut Context<Self>) {
         let Some(grant) = self.grant.as_ref() else {
             return;
         };
@@ -787,16 +894,12 @@ impl Session {
                 tier.limits.audio_seconds_per_day / 60
             ),
         );
-        ctx.close(Some(ws::CloseReason {
-            code: ws::CloseCode::Policy,
-            description: Some("quota exceeded".into()),
-        }));
-        ctx.stop();
+        self.close(ctx, ws::CloseCode::Policy, "quota exceeded");
     }
 }
 
 impl Actor for Session {
-    type Context = ws::WebsocketContext<Self>;
+    type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
         let services = self.services();
@@ -806,18 +909,13 @@ impl Actor for Session {
         });
         let shutdown = services.shutdown.started();
         ctx.spawn(fut::wrap_future::<_, Self>(shutdown).map(|(), act, ctx| act.leave(ctx)));
-        self.send(
-            ctx,
-            &ServerMessage::Connected {
-                session_id: self.id.clone(),
-                protocol_version: PROTOCOL_VERSION,
-                supported_languages: services.languages.clone(),
-                limits: services.config.limits(),
-            },
-        );
+        ctx.set_mailbox_capacity(MAILBOX);
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
+        if let Some(token) = &self.resume_token {
+            self.services().forget_resumable(token);
+        }
         // The slot is released when the actor is dropped (SessionSlot::drop); the caller's
         // stream place here, and whatever audio was not charged yet is charged.
         if let Some(grant) = self.grant.take() {
@@ -843,19 +941,103 @@ impl Actor for Session {
     }
 }
 
-impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for Session {
-    fn handle(&mut self, message: Result<ws::Message, ws::ProtocolError>, ctx: &mut Self::Context) {
+impl Handler<Attach> for Session {
+    type Result = ();
+
+    /// A connection is up: the first, or a resume's. A resume replaces a connection that
+    /// still looks open (a half-open TCP connection the server has not noticed yet).
+    fn handle(&mut self, attach: Attach, ctx: &mut Self::Context) {
+        if let Some((_, old)) = self.link.take() {
+            old.do_send(Outgoing::Close(Some(ws::CloseReason {
+                code: ws::CloseCode::Other(4000),
+                description: Some("resumed elsewhere".into()),
+            })));
+        }
+        let now = Instant::now();
+        self.link = Some((attach.attachment, attach.transport));
+        self.detached_at = None;
+        (self.heard_at, self.active_at, self.last_ping) = (now, now, now);
+        let services = self.services();
+        self.send(
+            ctx,
+            &ServerMessage::Connected {
+                session_id: self.id.clone(),
+                protocol_version: PROTOCOL_VERSION,
+                supported_languages: services.languages.clone(),
+                limits: services.config.limits(),
+                resume_token: self.resume_token.clone(),
+                resumed: attach.resume.is_some(),
+            },
+        );
+        if let Some(last_seq) = attach.resume {
+            let from = last_seq.unwrap_or(self.acked);
+            let (frames, lost) = self.replay.since(from);
+            tracing::info!(
+                session = %self.id,
+                from,
+                replayed = frames.len(),
+                lost,
+                "session resumed"
+            );
+            for frame in frames {
+                self.write(Outgoing::Frame(frame));
+            }
+        }
+    }
+}
+
+impl Handler<Detach> for Session {
+    type Result = ();
+
+    fn handle(&mut self, detach: Detach, ctx: &mut Self::Context) {
+        // A transport already replaced by a resume says nothing about the session.
+        if self
+            .link
+            .as_ref()
+            .is_some_and(|(n, _)| *n == detach.attachment)
+        {
+            self.detach(ctx, "connection closed without a close frame");
+        }
+    }
+}
+
+/// End the session (it was never attached, or its token is being dropped).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct End;
+
+impl Handler<End> for Session {
+    type Result = ();
+
+    fn handle(&mut self, _: End, ctx: &mut Self::Context) {
+        ctx.stop();
+    }
+}
+
+impl Handler<Incoming> for Session {
+    type Result = ();
+
+    fn handle(&mut self, incoming: Incoming, ctx: &mut Self::Context) {
+        if !self
+            .link
+            .as_ref()
+            .is_some_and(|(n, _)| *n == incoming.attachment)
+        {
+            return; // from a connection a resume has replaced
+        }
         self.heard_at = Instant::now();
-        let message = match message {
+        let message = match incoming.message {
             Ok(m) => m,
             Err(e) => {
                 tracing::info!(session = %self.id, "protocol error: {e}");
-                ctx.stop();
-                return;
+                if let Some((_, link)) = &self.link {
+                    link.do_send(Outgoing::Close(Some(ws::CloseCode::Protocol.into())));
+                }
+                return self.detach(ctx, "protocol error");
             }
         };
         match message {
-            ws::Message::Ping(payload) => ctx.pong(&payload),
+            ws::Message::Ping(payload) => self.write(Outgoing::Pong(payload)),
             ws::Message::Pong(_) => {}
             ws::Message::Text(text) => {
                 self.active_at = Instant::now();
@@ -869,7 +1051,10 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for Session {
                 self.on_audio(&bytes, ctx);
             }
             ws::Message::Close(reason) => {
-                ctx.close(reason);
+                // The client ended the session itself: nothing to resume.
+                if let Some((_, link)) = self.link.take() {
+                    link.do_send(Outgoing::Close(reason));
+                }
                 ctx.stop();
             }
             ws::Message::Continuation(_) => {

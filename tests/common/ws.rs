@@ -21,6 +21,8 @@ pub struct Client {
     pub closed: bool,
     /// The close code the server sent, once it has.
     pub close_code: Option<u16>,
+    /// The `connected` message the session opened with.
+    pub connected: Value,
 }
 
 impl Client {
@@ -48,9 +50,11 @@ impl Client {
             received: Vec::new(),
             closed: false,
             close_code: None,
+            connected: Value::Null,
         };
         let connected = client.wait_for("connected", Duration::from_secs(5));
         assert_eq!(connected["protocol_version"], 1);
+        client.connected = connected;
         Ok(client)
     }
 
