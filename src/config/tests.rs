@@ -1,11 +1,83 @@
 use super::check::redact_url;
 use super::*;
 
+const DOC: &str = include_str!("../../docs/configuration.md");
+
 fn serve() -> clap::Command {
     Cli::command()
         .find_subcommand("serve")
         .cloned()
         .expect("serve is a subcommand")
+}
+
+/// The doc's table of options: key → its cells (key, flag, variable, default, meaning).
+fn doc_rows() -> Vec<Vec<String>> {
+    DOC.lines()
+        .filter(|l| l.starts_with("| `"))
+        .map(|l| {
+            l.trim_matches('|')
+                .split(" | ")
+                .map(|c| c.trim().to_string())
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn every_serve_option_is_in_the_doc_as_the_program_has_it() {
+    let cmd = serve();
+    let rows = doc_rows();
+    let mut missing = Vec::new();
+    for (key, arg) in file_keys(&cmd) {
+        let flag = format!("`--{}`", arg.get_long().unwrap_or_default());
+        let env = format!("`{}`", arg.get_env().unwrap_or_default().to_string_lossy());
+        let defaults: Vec<String> = arg
+            .get_default_values()
+            .iter()
+            .map(|d| d.to_string_lossy().into_owned())
+            .collect();
+        let default = match arg.get_action() {
+            ArgAction::SetTrue => Some("`false`".to_string()),
+            _ if !defaults.is_empty() => Some(format!("`{}`", defaults.join(","))),
+            _ => None,
+        };
+        let row = rows.iter().find(|r| r[0] == format!("`{key}`"));
+        let ok = row.is_some_and(|r| {
+            r.len() == 5
+                && r[1] == flag
+                && r[2] == env
+                && default.as_ref().is_none_or(|d| &r[3] == d)
+                && !r[3].is_empty()
+                && !r[4].is_empty()
+        });
+        if !ok {
+            // What the row should start with, for whoever adds an option.
+            let default = default.unwrap_or_else(|| "none".into());
+            missing.push(format!("| `{key}` | {flag} | {env} | {default} | … |"));
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "docs/configuration.md lacks or misstates these options:\n{}",
+        missing.join("\n")
+    );
+    let keys: Vec<String> = file_keys(&cmd).into_iter().map(|(k, _)| k).collect();
+    for row in &rows {
+        let key = row[0].trim_matches('`');
+        assert!(
+            keys.iter().any(|k| k == key),
+            "the doc lists `{key}`, which tolk serve lacks"
+        );
+    }
+}
+
+#[test]
+fn the_example_file_in_the_doc_is_valid() {
+    let start = DOC.find("```toml\n").expect("the doc has a toml example") + "```toml\n".len();
+    let end = start + DOC[start..].find("```").expect("the example ends");
+    let file = ConfigFile::parse(Path::new("tolk.toml"), &DOC[start..end], &serve())
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    assert!(file.values.iter().any(|v| v.key == "asr_workers"));
 }
 
 #[test]
