@@ -7,6 +7,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use tolk_protocol::transcript::Task;
 
 use crate::commands;
+use crate::config;
 use crate::server;
 
 #[derive(Debug, Parser)]
@@ -44,6 +45,21 @@ pub enum Command {
     Speak(SpeakArgs),
     /// Create, list and revoke API keys.
     Keys(KeysArgs),
+    /// Check `tolk serve`'s settings (flags, TOLK_* variables, config file).
+    Config(ConfigArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ConfigArgs {
+    #[command(subcommand)]
+    pub action: ConfigAction,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigAction {
+    /// Check the settings `tolk serve` would run with (it takes the same options) and print
+    /// each with where it came from; exit code 2 if one is invalid. Loads nothing.
+    Check(Box<config::CheckArgs>),
 }
 
 /// Where API keys are kept: the same flags as `tolk serve`.
@@ -245,6 +261,9 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Translate(args) => commands::translate::run(args),
         Command::Speak(args) => commands::speak::run(args),
         Command::Keys(args) => commands::keys::run(args),
+        Command::Config(ConfigArgs {
+            action: ConfigAction::Check(args),
+        }) => config::run_check(*args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -4,6 +4,8 @@
 //! - [`access`]: authentication, permissions and limits (the middleware and its config).
 //! - [`cli`]: the `tolk` command line and its subcommands.
 //! - [`commands`]: one module per subcommand (`transcribe`, `models`, `bench`).
+//! - [`config`]: `tolk serve`'s settings from flags, `TOLK_*` variables and a TOML file
+//!   (docs/configuration.md), checked before anything starts; `tolk config check`.
 //! - [`server`]: the HTTP server (`tolk serve`) and its routes.
 //! - [`ws`]: the streaming WebSocket endpoint and its session actor.
 //! - [`rest`]: the REST API (jobs, sync translation, OpenAPI) and the clip pipeline.
@@ -19,6 +21,7 @@
 pub mod access;
 pub mod cli;
 pub mod commands;
+pub mod config;
 pub mod jobs;
 pub mod metrics;
 pub mod rest;

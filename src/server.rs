@@ -44,6 +44,10 @@ use tolk_auth::limits::{LimitStore, MemoryLimits, RedisLimits};
 
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
+    /// TOML file of settings: keys are these options' names with `_` (`asr_workers = 2`);
+    /// flags and TOLK_* variables override it (docs/configuration.md).
+    #[arg(long, env = "TOLK_CONFIG")]
+    pub config: Option<PathBuf>,
     /// Address to listen on. Port 0 picks a free port (printed at start).
     #[arg(long, env = "TOLK_BIND", default_value = "127.0.0.1:8080")]
     pub bind: SocketAddr,
