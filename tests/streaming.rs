@@ -266,6 +266,37 @@ fn every_bad_input_gets_its_error_code() {
     c.wait_for("session_complete", Duration::from_secs(5));
     c.send(json!({"type": "ping", "id": 7}));
     assert_eq!(c.wait_for("pong", Duration::from_secs(5))["id"], 7);
+
+    // A flood of text messages: past the burst, each is discarded with too_fast.
+    c.drain();
+    c.received.clear();
+    for id in 0..300 {
+        c.send(json!({"type": "ping", "id": id}));
+    }
+    let start = std::time::Instant::now();
+    while c.of_type("pong").len() + c.of_type("error").len() < 300 {
+        assert!(start.elapsed() < Duration::from_secs(10), "answers missing");
+        c.drain();
+    }
+    let pongs = c.of_type("pong").len();
+    let refused = c.of_type("error");
+    // The burst (100, less what the messages above used) and the refill meanwhile.
+    assert!((80..150).contains(&pongs), "{pongs} pings answered");
+    assert!(
+        refused.iter().all(|e| e["code"] == "too_fast"),
+        "{refused:?}"
+    );
+    // The bucket refills: a second later pings are answered again.
+    std::thread::sleep(Duration::from_secs(1));
+    c.send(json!({"type": "ping", "id": 1000}));
+    let start = std::time::Instant::now();
+    while !c.of_type("pong").iter().any(|p| p["id"] == 1000) {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "no pong after the pause"
+        );
+        c.drain();
+    }
 }
 
 impl Client {
@@ -309,6 +340,9 @@ fn session_limit_stream_length_and_idle_timeout() {
         "1500",
         "--max-stream-seconds",
         "1",
+        // Clients dropped without a close frame: their sessions wait 1 s for a resume.
+        "--resume-grace-seconds",
+        "1",
     ]);
     // Too many sessions: the upgrade is refused with a JSON 503.
     let a = Client::connect(&server);
@@ -347,7 +381,15 @@ fn session_limit_stream_length_and_idle_timeout() {
 
 #[test]
 fn a_client_that_stops_answering_pings_is_closed() {
-    let server = Server::start(&["--ws-heartbeat-ms", "200", "--ws-client-timeout-ms", "1000"]);
+    // A session whose client vanished waits for a resume: 1 s here.
+    let server = Server::start(&[
+        "--ws-heartbeat-ms",
+        "200",
+        "--ws-client-timeout-ms",
+        "1000",
+        "--resume-grace-seconds",
+        "1",
+    ]);
     let mut silent = Client::connect(&server);
     let mut alive = Client::connect(&server);
     let start = Instant::now();

@@ -254,6 +254,7 @@ function newSession() {
         setButton("start");
       },
       interrupted: () => view?.finish(true),
+      resumed: () => notify("Reconnected: the stream went on where it was.", { kind: "warning" }),
       error: (code, message, fatal) => {
         notify(describe(code, message));
         if (fatal) {

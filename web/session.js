@@ -1,6 +1,8 @@
 // One conversation with tolk's WebSocket endpoint (docs/protocol.md) that outlives a
-// dropped connection: it reconnects with backoff, opens a new stream, and sends the audio
-// captured while it was away (up to MAX_BACKLOG_MS) no faster than the server accepts.
+// dropped connection: it reconnects with backoff and resumes the session (`?resume=`),
+// getting the results it missed, or, when the server no longer has it, opens a new
+// stream; either way it then sends the audio captured while it was away (up to
+// MAX_BACKLOG_MS) no faster than the server accepts.
 //
 // Events go to the `on` callbacks given to the constructor; none of them touch the page.
 
@@ -16,6 +18,8 @@ const MAX_BACKLOG_MS = 10000;
 const HEADROOM_MS = 500;
 /** Hold audio back while this much is still waiting in the socket's own buffer. */
 const MAX_SOCKET_BUFFER = 256 * 1024;
+/** How often received messages are acknowledged (the server may then forget them). */
+const ACK_MS = 1000;
 /** Bytes of 16-bit mono PCM at RATE per millisecond. */
 const BYTES_PER_MS = (RATE * 2) / 1000;
 
@@ -54,6 +58,14 @@ export class Session {
     this.pendingTts = null;
     this.closing = false;
     this.gaveUp = false;
+    /** The session's resume token, while it has one. */
+    this.resumeToken = null;
+    /** The connection dropped and the session may still be resumed. */
+    this.detached = false;
+    /** Highest `seq` received, and the highest acknowledged. */
+    this.lastSeq = 0;
+    this.ackedSeq = 0;
+    this.ackTimer = 0;
   }
 
   /** Open a stream with these `start_stream` fields (audio_format is added). */
@@ -119,7 +131,7 @@ export class Session {
     if (this.token) protocols.push(`bearer.${this.token}`);
     let socket;
     try {
-      socket = new WebSocket(this.url, protocols);
+      socket = new WebSocket(this.detached ? this.resumeUrl() : this.url, protocols);
     } catch (error) {
       this.on.error?.("invalid_url", `Cannot open ${this.url}: ${error.message}`, true);
       return;
@@ -130,6 +142,13 @@ export class Session {
     this.on.status?.(this.attempts ? "reconnecting" : "connecting", this.attempts ? "Reconnecting…" : "Connecting…");
     socket.onmessage = (event) => this.receive(socket, event.data);
     socket.onclose = (event) => this.closed(socket, event);
+  }
+
+  resumeUrl() {
+    const url = new URL(this.url);
+    url.searchParams.set("resume", this.resumeToken);
+    url.searchParams.set("last_seq", String(this.lastSeq));
+    return url.href;
   }
 
   send(message) {
@@ -155,13 +174,32 @@ export class Session {
     } catch {
       return;
     }
+    if (typeof message.seq === "number") {
+      // A resume replays from the last acknowledged message: skip what already arrived.
+      if (message.seq <= this.lastSeq) return;
+      this.lastSeq = message.seq;
+    }
     switch (message.type) {
       case "connected":
         this.opened = true;
         this.attempts = 0;
         this.limits = message.limits;
-        this.on.status?.("ready", "Connected");
         this.startPings();
+        if (message.resumed) {
+          this.detached = false;
+          this.on.resumed?.();
+          if (this.phase === "streaming") {
+            this.on.status?.("streaming", "Listening");
+            this.pump();
+          } else {
+            this.on.status?.("ready", "Connected");
+          }
+          break;
+        }
+        this.resumeToken = message.resume_token ?? null;
+        this.lastSeq = 0;
+        this.ackedSeq = 0;
+        this.on.status?.("ready", "Connected");
         if (this.wanted && this.phase === "idle") this.sendStart();
         break;
       case "stream_ready":
@@ -259,6 +297,13 @@ export class Session {
   }
 
   startPings() {
+    clearInterval(this.ackTimer);
+    this.ackTimer = setInterval(() => {
+      if (this.opened && this.lastSeq > this.ackedSeq) {
+        this.ackedSeq = this.lastSeq;
+        this.send({ type: "ack", seq: this.lastSeq });
+      }
+    }, ACK_MS);
     clearInterval(this.pingTimer);
     this.pingTimer = setInterval(() => {
       if (!this.opened) return;
@@ -272,28 +317,42 @@ export class Session {
   closed(socket, event) {
     if (socket !== this.socket) return;
     clearInterval(this.pingTimer);
+    clearInterval(this.ackTimer);
     clearTimeout(this.pumpTimer);
     const wasOpened = this.opened;
-    const hadStream = this.phase !== "idle";
     this.socket = null;
     this.opened = false;
-    this.phase = "idle";
     this.pendingTts = null;
-    if (hadStream) this.on.interrupted?.();
     if (this.closing) {
+      this.lose();
       this.on.status?.("offline", "Not connected");
       return;
     }
-    if (this.ending) {
+    // 1001: the server is going away (its streams were finalized first); 1008: policy
+    // (quota). Neither session can be resumed.
+    if (this.gaveUp || event.code === 1008 || event.code === 1001) {
+      this.resumeToken = null;
+      this.detached = false;
+    }
+    if (this.gaveUp || event.code === 1008) {
+      this.lose();
+      this.wanted = null;
+      this.on.status?.("error", "Disconnected");
+      return;
+    }
+    if (this.resumeToken && (wasOpened || this.detached)) {
+      // The session (and its stream) waits on the server: resume it.
+      this.detached = true;
+      if (!wasOpened) return this.diagnose();
+      return this.retry("Connection lost.");
+    }
+    const hadStream = this.phase !== "idle";
+    this.lose();
+    if (this.ending && hadStream) {
       // Stop was pressed; the stream's end went down with the connection.
       this.wanted = null;
       this.ending = false;
       this.on.error?.("connection_lost", "The connection dropped before the last words came back.", false);
-    }
-    if (this.gaveUp || event.code === 1008) {
-      this.wanted = null;
-      this.on.status?.("error", "Disconnected");
-      return;
     }
     if (!this.wanted) {
       // Nothing to carry on: connect again when the person presses Start.
@@ -307,20 +366,43 @@ export class Session {
     this.retry("Connection lost.");
   }
 
+  /** The session is gone for good: an open stream is cut short. */
+  lose() {
+    const hadStream = this.phase !== "idle";
+    this.phase = "idle";
+    this.detached = false;
+    this.resumeToken = null;
+    if (hadStream) this.on.interrupted?.();
+  }
+
   /** A refused handshake tells the page nothing: ask the endpoint with a plain GET why. */
   async diagnose() {
     let refusal = null;
     try {
       const headers = this.token ? { Authorization: `Bearer ${this.token}` } : {};
-      const probe = new URL(this.url);
+      const probe = new URL(this.detached ? this.resumeUrl() : this.url);
       probe.protocol = probe.protocol === "wss:" ? "https:" : "http:";
       const response = await fetch(probe, { headers, cache: "no-store" });
       if (response.status !== 400) refusal = (await response.json())?.error ?? null;
     } catch {
       refusal = { code: "unreachable" };
     }
-    if (!this.wanted || this.socket) return;
+    if (this.socket) return;
+    if (refusal?.code === "session_expired") {
+      // The server no longer has the session (restarted, or the grace period passed).
+      this.lose();
+      if (!this.wanted || this.ending) {
+        if (this.ending) this.on.error?.("connection_lost", "The connection dropped before the last words came back.", false);
+        this.wanted = null;
+        this.ending = false;
+        this.on.status?.("offline", "Not connected");
+        return;
+      }
+      return this.retry("The session was lost.");
+    }
+    if (!this.wanted && !this.detached) return;
     if (refusal && ["unauthorized", "forbidden"].includes(refusal.code)) {
+      this.lose();
       this.wanted = null;
       this.on.refused?.(refusal.code, refusal.message);
       this.on.status?.("error", "Not connected");

@@ -18,6 +18,7 @@ const WORDS = {
   quota_exceeded: "Your audio allowance is used up (for today, or for streams at once).",
   payload_too_large: "That was more audio than the server takes at once.",
   not_found: "The server does not know that address.",
+  session_expired: "The server no longer had this session; a new one was started.",
 };
 
 /**

@@ -289,10 +289,20 @@ pub async fn translate(
     // With auth on, the guard has put the caller here; take one of its stream places.
     let caller = req.extensions().get::<Caller>().cloned();
     let grant = match (&state.access, caller) {
-        (Some(access), Some(caller)) => match access.open_stream(&caller).await {
-            Ok(lease) => Some(session::StreamGrant::new(access.clone(), caller, lease)),
-            Err(e) => return e.error_response(),
-        },
+        (Some(access), Some(caller)) => {
+            let mut opened = access.open_stream(&caller).await;
+            if opened
+                .as_ref()
+                .is_err_and(|e| e.code == ErrorCode::QuotaExceeded)
+                && supersede_detached(services, &caller.id).await
+            {
+                opened = access.open_stream(&caller).await;
+            }
+            match opened {
+                Ok(lease) => Some(session::StreamGrant::new(access.clone(), caller, lease)),
+                Err(e) => return e.error_response(),
+            }
+        }
         _ => None,
     };
     if let Some(e) = not_upgrade {
@@ -337,6 +347,23 @@ pub async fn translate(
             response
         }
     }
+}
+
+/// A caller out of stream places may have one held by a session of its own that waits
+/// for a resume that is not coming (the client reconnected without resuming): end one.
+async fn supersede_detached(services: &StreamServices, caller: &str) -> bool {
+    let waiting: Vec<_> = services
+        .resumable()
+        .values()
+        .filter(|r| r.caller.as_deref() == Some(caller))
+        .map(|r| r.session.clone())
+        .collect();
+    for session in waiting {
+        if let Ok(true) = session.send(session::Supersede).await {
+            return true;
+        }
+    }
+    false
 }
 
 /// `?resume=<token>&last_seq=<n>`

@@ -45,6 +45,10 @@ const REPLAY_MESSAGES: usize = 1024;
 const REPLAY_BYTES: usize = 8 << 20;
 /// Client frames waiting for the session; more are refused (`overloaded`).
 const MAILBOX: usize = 256;
+/// Text messages a client may send per second, sustained, and in a burst; more are
+/// discarded with `too_fast` (audio has its own pace limit).
+const TEXT_RATE: f64 = 50.0;
+const TEXT_BURST: f64 = 100.0;
 
 /// An authenticated session's caller, its place among the caller's concurrent streams,
 /// and its audio not yet counted against the daily quota.
@@ -105,6 +109,9 @@ pub struct Session {
     seq: u64,
     acked: u64,
     replay: Replay,
+    /// Token bucket of text messages (`TEXT_RATE`, `TEXT_BURST`).
+    text_allowance: f64,
+    text_refilled: Instant,
 }
 
 impl Session {
@@ -126,6 +133,8 @@ impl Session {
             seq: 0,
             acked: 0,
             replay: Replay::new(REPLAY_MESSAGES, REPLAY_BYTES),
+            text_allowance: TEXT_BURST,
+            text_refilled: now,
         }
     }
 
@@ -918,26 +927,65 @@ impl Actor for Session {
         }
         // The slot is released when the actor is dropped (SessionSlot::drop); the caller's
         // stream place here, and whatever audio was not charged yet is charged.
-        if let Some(grant) = self.grant.take() {
-            let received = self.stream.as_ref().map_or(0, |s| s.received_16k);
-            let due = (grant.finished + received).saturating_sub(grant.charged);
-            let per_day = grant.caller.limits.audio_seconds_per_day;
-            let session = self.id.clone();
-            actix_web::rt::spawn(async move {
-                let limits = &grant.access.limits;
-                if per_day > 0 && due > 0 {
-                    let _ = limits
-                        .add_audio(&grant.caller.id, due as f64 / 16_000.0, per_day)
-                        .await;
-                }
-                if let Some(lease) = &grant.lease {
-                    if let Err(e) = limits.close_stream(lease).await {
-                        tracing::warn!(%session, caller = %lease.caller, "cannot release a stream lease: {e}");
-                    }
-                }
-            });
+        if let Some(settle) = self.settle() {
+            actix_web::rt::spawn(settle);
         }
         tracing::info!(session = %self.id, streams = self.streams_started, "session closed");
+    }
+}
+
+impl Session {
+    /// Give back the caller's stream place and charge the audio not charged yet; `None`
+    /// when there is no caller (auth off) or it was done already.
+    fn settle(&mut self) -> Option<impl std::future::Future<Output = ()> + 'static> {
+        let grant = self.grant.take()?;
+        let received = self.stream.as_ref().map_or(0, |s| s.received_16k);
+        let due = (grant.finished + received).saturating_sub(grant.charged);
+        let per_day = grant.caller.limits.audio_seconds_per_day;
+        let session = self.id.clone();
+        Some(async move {
+            let limits = &grant.access.limits;
+            if per_day > 0 && due > 0 {
+                let _ = limits
+                    .add_audio(&grant.caller.id, due as f64 / 16_000.0, per_day)
+                    .await;
+            }
+            if let Some(lease) = &grant.lease {
+                if let Err(e) = limits.close_stream(lease).await {
+                    tracing::warn!(%session, caller = %lease.caller, "cannot release a stream lease: {e}");
+                }
+            }
+        })
+    }
+}
+
+/// A new session of the same caller needs the stream place this one holds. A session
+/// waiting for a resume gives it up and ends (its client came back without resuming);
+/// answers whether it did.
+#[derive(Message)]
+#[rtype(result = "bool")]
+pub struct Supersede;
+
+impl Handler<Supersede> for Session {
+    type Result = ResponseActFuture<Self, bool>;
+
+    fn handle(&mut self, _: Supersede, _: &mut Self::Context) -> Self::Result {
+        if self.detached_at.is_none() {
+            return Box::pin(fut::ready(false));
+        }
+        tracing::info!(session = %self.id, "superseded by a new session of its caller while waiting for a resume");
+        let settle = self.settle();
+        Box::pin(
+            fut::wrap_future::<_, Self>(async move {
+                if let Some(settle) = settle {
+                    settle.await;
+                }
+            })
+            .map(|(), _, ctx| {
+                ctx.stop();
+                true
+            }),
+        )
     }
 }
 
@@ -1040,7 +1088,19 @@ impl Handler<Incoming> for Session {
             ws::Message::Ping(payload) => self.write(Outgoing::Pong(payload)),
             ws::Message::Pong(_) => {}
             ws::Message::Text(text) => {
-                self.active_at = Instant::now();
+                let now = Instant::now();
+                self.active_at = now;
+                let refill = now.duration_since(self.text_refilled).as_secs_f64() * TEXT_RATE;
+                self.text_allowance = (self.text_allowance + refill).min(TEXT_BURST);
+                self.text_refilled = now;
+                if self.text_allowance < 1.0 {
+                    return self.error(
+                        ctx,
+                        ErrorCode::TooFast,
+                        format!("more than {TEXT_RATE} messages a second: this one was discarded"),
+                    );
+                }
+                self.text_allowance -= 1.0;
                 match ClientMessage::parse(&text) {
                     Ok(m) => self.on_client(m, ctx),
                     Err(e) => self.error(ctx, ErrorCode::InvalidMessage, e),
