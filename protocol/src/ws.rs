@@ -77,6 +77,16 @@ impl ClientMessage {
     }
 }
 
+/// Decodes the `audio_data` of an `audio_chunk` (standard base64, padded); the error is a
+/// single line fit for an `invalid_message` reply. The result is never longer than
+/// `audio_data.len() / 4 * 3` bytes, so a caller may bound a chunk's size before decoding it.
+pub fn decode_audio_data(audio_data: &str) -> Result<Vec<u8>, String> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD
+        .decode(audio_data.as_bytes())
+        .map_err(|e| format!("audio_data is not base64: {e}"))
+}
+
 /// How the stream's raw audio is laid out: interleaved little-endian samples.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -609,6 +619,18 @@ mod tests {
             let value = serde_json::to_value(ServerMessage::error(code, "m")).unwrap();
             assert_eq!(value["code"], code.as_str());
             assert_eq!(value["retryable"], code.retryable());
+        }
+    }
+
+    #[test]
+    fn audio_data_is_standard_padded_base64() {
+        assert_eq!(decode_audio_data("AAABAAIA").unwrap(), [0, 0, 1, 0, 2, 0]);
+        assert_eq!(decode_audio_data("AAAAAA==").unwrap(), [0; 4]);
+        assert!(decode_audio_data("").unwrap().is_empty());
+        for bad in ["%%%", "AAAAAA", "AA-_AAAA", "AAAA\n"] {
+            let err = decode_audio_data(bad).unwrap_err();
+            assert!(err.starts_with("audio_data is not base64: "), "{bad}: {err}");
+            assert!(!err.contains('\n'), "{err}");
         }
     }
 
