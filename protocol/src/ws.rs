@@ -60,10 +60,25 @@ fn default_true() -> bool {
     true
 }
 
+/// serde's errors quote the client's own strings (an unknown `type`, a field name), where
+/// JSON escapes may have put newlines or terminal control codes: escaped, the message
+/// stays one line in the reply and in the log.
+fn escape_controls(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    for c in message.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 impl ClientMessage {
     /// Parses one text frame; the error is a single line fit for an `invalid_message` reply.
     pub fn parse(text: &str) -> Result<ClientMessage, String> {
-        serde_json::from_str(text).map_err(|e| e.to_string())
+        serde_json::from_str(text).map_err(|e| escape_controls(&e.to_string()))
     }
 
     /// The `type` tag, for logs and metrics without serializing.
@@ -582,6 +597,24 @@ mod tests {
         // A server message is not a client message.
         assert!(ClientMessage::parse(r#"{"type":"pong"}"#).is_err());
         assert!(serde_json::from_str::<ServerMessage>(r#"{"type":"ping"}"#).is_err());
+    }
+
+    #[test]
+    fn errors_quoting_client_strings_stay_one_line() {
+        // Found by fuzz/ (client_message): JSON escapes put a newline into the unknown
+        // variant that serde's error quotes.
+        let found = "{\n  \"type\": \"start_s\\ng\": \"tream\",\n  \"source_l\\ng\": \"en{\n\",\n  \"target_lao\"start_st{";
+        for text in [
+            found,
+            r#"{"type":"a\nb"}"#,
+            r#"{"type":"ping","x\r\ny":1}"#,
+            r#"{"type":"\u001b[31mred"}"#,
+        ] {
+            let err = ClientMessage::parse(text).unwrap_err();
+            assert!(!err.chars().any(char::is_control), "{text}: {err:?}");
+        }
+        let err = ClientMessage::parse(r#"{"type":"a\nb"}"#).unwrap_err();
+        assert!(err.starts_with("unknown variant `a\\nb`"), "{err}");
     }
 
     #[test]
