@@ -662,7 +662,10 @@ mod tests {
         assert!(decode_audio_data("").unwrap().is_empty());
         for bad in ["%%%", "AAAAAA", "AA-_AAAA", "AAAA\n"] {
             let err = decode_audio_data(bad).unwrap_err();
-            assert!(err.starts_with("audio_data is not base64: "), "{bad}: {err}");
+            assert!(
+                err.starts_with("audio_data is not base64: "),
+                "{bad}: {err}"
+            );
             assert!(!err.contains('\n'), "{err}");
         }
     }
