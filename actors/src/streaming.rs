@@ -374,7 +374,7 @@ impl StreamingAsr {
         match ticket.kind {
             DecodeKind::Partial => vec![],
             DecodeKind::Final => {
-                let words = std::mem::take(&mut self.previous);
+                let words = self.take_previous_within_utterance();
                 self.finish_utterance(words)
             }
         }
@@ -394,8 +394,20 @@ impl StreamingAsr {
         if !self.final_is_covered() {
             return Vec::new();
         }
-        let words = std::mem::take(&mut self.previous);
+        let words = self.take_previous_within_utterance();
         self.finish_utterance(words)
+    }
+
+    /// The last hypothesis, to commit as the utterance awaiting its final, less the words
+    /// past the utterance's end: a partial whose audio reached into the next utterance
+    /// heard some of it, and the window is cut at the end, so those words are decoded
+    /// again with the next utterance (committed here too, they came out twice).
+    fn take_previous_within_utterance(&mut self) -> Vec<Word> {
+        let mut words = std::mem::take(&mut self.previous);
+        if let Some(end) = self.pending_final {
+            words.retain(|w| (w.start_ms + w.end_ms) * SAMPLES_PER_MS / 2 < end);
+        }
+        words
     }
 
     /// The request could not be queued: forget it was made, so the next poll makes it again.
@@ -438,6 +450,8 @@ impl StreamingAsr {
         let end = self.pending_final.take().unwrap_or(self.received);
         self.cut_window(end);
         self.previous.clear();
+        // No hypothesis of audio past the cut is left: the next utterance needs a decode.
+        self.previous_end = self.previous_end.min(end);
         self.utterance_prompt.clear();
         // Speech after the cut (the speaker went on) is the next utterance's; at end of
         // stream it is decoded as one more final.
@@ -831,6 +845,33 @@ mod tests {
         s.push_vad(&[0.1; 31]);
         assert_eq!(s.unjudged_audio().len(), 16_000 - 31 * VAD_WINDOW);
         assert_eq!(s.audio.len(), 16_000 - 31 * VAD_WINDOW);
+    }
+
+    #[test]
+    fn a_partial_that_heard_into_the_next_utterance_commits_only_its_own_words() {
+        // Found by the properties: a partial asked for while the VAD lagged heard the end
+        // of one utterance and the start of the next; taken whole as the first one's
+        // final, the next one's words were committed twice.
+        let mut s = StreamingAsr::new(StreamingConfig::default());
+        feed(&mut s, 1000, true);
+        s.push_audio(&vec![0.0; 16 * 1600]); // 600 ms of pause, 1 s of speech: unjudged
+        let r = s.poll_request().expect("a partial");
+        assert_eq!(r.ticket.kind, DecodeKind::Partial);
+        s.push_vad(&vec![0.05; vad_windows(600)]);
+        s.push_vad(&vec![0.9; vad_windows(1000)]);
+        // "hello" in the first utterance; "again" 1.7 s in, in the second.
+        let mut words = spoken("hello");
+        words.push(word("again", 1700, 1950));
+        let out = s.on_decoded(&r.ticket, words);
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert!(out[0].is_final && out[0].text() == "hello", "{out:?}");
+        // The second utterance's decode hears "again" and commits it, once.
+        s.end_stream();
+        let r = s.poll_request().unwrap();
+        assert_eq!(r.ticket.kind, DecodeKind::Final);
+        let start = r.ticket.start_ms;
+        let out = s.on_decoded(&r.ticket, vec![word("again", 1700 - start, 1950 - start)]);
+        assert_eq!((out[0].segment_id, out[0].text().as_str()), (1, "again"));
     }
 
     #[test]
