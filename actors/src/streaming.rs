@@ -579,6 +579,9 @@ fn tail_chars(text: &str, n: usize) -> String {
 }
 
 #[cfg(test)]
+mod properties;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
