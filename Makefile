@@ -8,14 +8,14 @@ export TOLK_MODELS_DIR
 CARGO ?= cargo
 BIND ?= 127.0.0.1:8080
 
-.PHONY: run test setup build test-rust test-python test-api test-browser bench bench-streaming bench-rest bench-auth bench-idle fmt lint
+.PHONY: run test setup build test-rust test-python test-fuzz test-api test-browser bench bench-streaming bench-rest bench-auth bench-idle fmt lint
 
 ## Install everything, build, and serve on $(BIND).
 run: setup build
 	./target/release/tolk serve --bind $(BIND)
 
 ## Install everything, build, and run every test.
-test: setup build test-rust test-python test-api test-browser
+test: setup build test-rust test-python test-fuzz test-api test-browser
 	@echo "make test: all test suites passed"
 
 ## Debian packages, the converter's numpy, and all models (idempotent).
@@ -30,6 +30,28 @@ test-rust:
 
 test-python:
 	$(TOLK_MODELS_DIR)/.venv/bin/python -m unittest discover -s models/tests -v
+
+## Fuzz the client message decoder, the WAV reader and client PCM frames, each for
+## FUZZ_SECONDS (fuzz/README.md: running longer). Fails on a crash, a panic, a broken
+## property, a slow input or runaway memory; the input is left in fuzz/artifacts/.
+## `-s none`: no sanitizer, so stable Rust builds it (AddressSanitizer needs nightly's
+## -Zsanitizer, and all the code fuzzed is safe Rust); the targets measure memory themselves.
+## Seeds are fuzz/corpus/ (committed); what a run adds goes to fuzz/target/corpus/.
+CARGO_FUZZ_VERSION := 0.13.2
+FUZZ_SECONDS ?= 30
+FUZZ_TARGETS := client_message wav pcm
+test-fuzz:
+	@cargo fuzz --version 2>/dev/null | grep -qx 'cargo-fuzz $(CARGO_FUZZ_VERSION)' \
+		|| $(CARGO) install cargo-fuzz --locked --version $(CARGO_FUZZ_VERSION)
+	$(CARGO) fuzz build -s none
+	@for t in $(FUZZ_TARGETS); do \
+		mkdir -p fuzz/target/corpus/$$t; \
+		echo "fuzz: $$t for $(FUZZ_SECONDS) s"; \
+		$(CARGO) fuzz run -s none $$t fuzz/target/corpus/$$t fuzz/corpus/$$t -- \
+			-max_total_time=$(FUZZ_SECONDS) -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
+			2> fuzz/target/$$t.log || { tail -n 60 fuzz/target/$$t.log; exit 1; }; \
+		grep -E '^(stat::number_of_executed_units|stat::average_exec_per_sec|Done)' fuzz/target/$$t.log; \
+	done
 
 ## The OpenAPI document against the live server (schemathesis).
 test-api:

@@ -142,8 +142,12 @@ pub fn join_words(words: &[Word]) -> String {
 #[derive(Debug)]
 pub struct StreamingAsr {
     config: StreamingConfig,
-    /// Uncommitted audio, starting at sample `window_start` of the stream.
-    window: Vec<f32>,
+    /// Audio held, starting at sample `audio_start` of the stream: the uncommitted audio
+    /// (from `window_start`) and any the VAD has not judged yet (from `vad_cursor`), which a
+    /// commit can pass when the VAD lags; it must still reach the VAD.
+    audio: Vec<f32>,
+    audio_start: u64,
+    /// Start of the uncommitted audio.
     window_start: u64,
     /// Samples received so far.
     received: u64,
@@ -180,7 +184,8 @@ impl StreamingAsr {
     pub fn new(config: StreamingConfig) -> Self {
         Self {
             config,
-            window: Vec::new(),
+            audio: Vec::new(),
+            audio_start: 0,
             window_start: 0,
             received: 0,
             vad_cursor: 0,
@@ -204,15 +209,15 @@ impl StreamingAsr {
 
     /// Append 16 kHz mono audio.
     pub fn push_audio(&mut self, samples: &[f32]) {
-        self.window.extend_from_slice(samples);
+        self.audio.extend_from_slice(samples);
         self.received += samples.len() as u64;
     }
 
     /// Audio waiting for the VAD: from the VAD cursor to the end of what was received.
     /// The caller runs the VAD over it (on a worker) and feeds the probabilities back.
     pub fn unjudged_audio(&self) -> &[f32] {
-        let from = (self.vad_cursor.max(self.window_start) - self.window_start) as usize;
-        &self.window[from.min(self.window.len())..]
+        let from = (self.vad_cursor.max(self.audio_start) - self.audio_start) as usize;
+        &self.audio[from.min(self.audio.len())..]
     }
 
     /// Feed VAD probabilities, one per `VAD_WINDOW` samples, in order from the cursor.
@@ -243,6 +248,7 @@ impl StreamingAsr {
             }
         }
         self.trim_silence();
+        self.drop_used_audio();
     }
 
     /// No more audio: flush what is left.
@@ -274,7 +280,12 @@ impl StreamingAsr {
 
     /// Samples held in the window (for buffer accounting).
     pub fn window_len(&self) -> usize {
-        self.window.len()
+        self.window().len()
+    }
+
+    /// The uncommitted audio, from `window_start`.
+    fn window(&self) -> &[f32] {
+        &self.audio[(self.window_start - self.audio_start) as usize..]
     }
 
     /// The next decode to run, if one is due. At most one is in flight.
@@ -303,7 +314,7 @@ impl StreamingAsr {
             return None; // take_ready() commits it without another decode
         }
         if let Some(end) = self.pending_final {
-            let len = (end.saturating_sub(self.window_start) as usize).min(self.window.len());
+            let len = (end.saturating_sub(self.window_start) as usize).min(self.window_len());
             return Some(self.request(DecodeKind::Final, len));
         }
         let step = self.config.step_ms * SAMPLES_PER_MS;
@@ -320,7 +331,7 @@ impl StreamingAsr {
         let step_due = talking && self.received >= self.last_partial_end + step;
         if (step_due || covering) && !self.ending {
             self.last_partial_end = self.received;
-            let mut request = self.request(DecodeKind::Partial, self.window.len());
+            let mut request = self.request(DecodeKind::Partial, self.window_len());
             request.ticket.urgent = covering;
             self.in_flight = Some(request.ticket);
             return Some(request);
@@ -340,7 +351,7 @@ impl StreamingAsr {
         self.in_flight = Some(ticket);
         DecodeRequest {
             ticket,
-            audio: self.window[..len].to_vec(),
+            audio: self.window()[..len].to_vec(),
             prompt: (!self.utterance_prompt.is_empty()).then(|| self.utterance_prompt.clone()),
         }
     }
@@ -363,7 +374,7 @@ impl StreamingAsr {
         match ticket.kind {
             DecodeKind::Partial => vec![],
             DecodeKind::Final => {
-                let words = std::mem::take(&mut self.previous);
+                let words = self.take_previous_within_utterance();
                 self.finish_utterance(words)
             }
         }
@@ -383,8 +394,20 @@ impl StreamingAsr {
         if !self.final_is_covered() {
             return Vec::new();
         }
-        let words = std::mem::take(&mut self.previous);
+        let words = self.take_previous_within_utterance();
         self.finish_utterance(words)
+    }
+
+    /// The last hypothesis, to commit as the utterance awaiting its final, less the words
+    /// past the utterance's end: a partial whose audio reached into the next utterance
+    /// heard some of it, and the window is cut at the end, so those words are decoded
+    /// again with the next utterance (committed here too, they came out twice).
+    fn take_previous_within_utterance(&mut self) -> Vec<Word> {
+        let mut words = std::mem::take(&mut self.previous);
+        if let Some(end) = self.pending_final {
+            words.retain(|w| (w.start_ms + w.end_ms) * SAMPLES_PER_MS / 2 < end);
+        }
+        words
     }
 
     /// The request could not be queued: forget it was made, so the next poll makes it again.
@@ -427,6 +450,8 @@ impl StreamingAsr {
         let end = self.pending_final.take().unwrap_or(self.received);
         self.cut_window(end);
         self.previous.clear();
+        // No hypothesis of audio past the cut is left: the next utterance needs a decode.
+        self.previous_end = self.previous_end.min(end);
         self.utterance_prompt.clear();
         // Speech after the cut (the speaker went on) is the next utterance's; at end of
         // stream it is decoded as one more final.
@@ -500,10 +525,16 @@ impl StreamingAsr {
 
     /// Drop window audio before sample `at`.
     fn cut_window(&mut self, at: u64) {
-        let at = at.clamp(self.window_start, self.received);
-        let drop = (at - self.window_start) as usize;
-        self.window.drain(..drop.min(self.window.len()));
-        self.window_start = at;
+        self.window_start = at.clamp(self.window_start, self.received);
+        self.drop_used_audio();
+    }
+
+    /// Drop the audio that is neither uncommitted nor waiting for the VAD.
+    fn drop_used_audio(&mut self) {
+        let keep_from = self.window_start.min(self.vad_cursor).max(self.audio_start);
+        let drop = (keep_from - self.audio_start) as usize;
+        self.audio.drain(..drop.min(self.audio.len()));
+        self.audio_start += drop as u64;
     }
 
     /// Outside speech, keep only the padding before the VAD cursor: silence is never
@@ -546,6 +577,9 @@ fn tail_chars(text: &str, n: usize) -> String {
     let chars: Vec<char> = text.trim().chars().collect();
     chars[chars.len().saturating_sub(n)..].iter().collect()
 }
+
+#[cfg(test)]
+mod properties;
 
 #[cfg(test)]
 mod tests {
@@ -791,6 +825,56 @@ mod tests {
         assert_eq!((out[0].segment_id, out[0].text().as_str()), (1, "two"));
         assert!(s.is_finished());
         assert_eq!(s.poll_request(), None);
+    }
+
+    #[test]
+    fn audio_a_commit_passes_still_reaches_the_vad() {
+        // Found by the properties: the hard limit commits all audio received while the
+        // VAD has judged less (its job still running). That audio used to go with the
+        // window, so the VAD never had it (and the session, which ends the stream only
+        // once the VAD has had every sample, would have waited for ever).
+        let mut s = StreamingAsr::new(StreamingConfig::default());
+        feed(&mut s, 14_000, true);
+        s.push_audio(&vec![0.5; 16_000]); // not judged yet
+        let r = s.poll_request().unwrap();
+        assert_eq!(r.ticket.kind, DecodeKind::Final);
+        let out = s.on_decoded(&r.ticket, spoken("on and on"));
+        assert!(out[0].is_final);
+        assert_eq!(s.window_len(), 0, "all committed");
+        let unjudged = s.unjudged_audio();
+        assert_eq!(unjudged.len(), 16_000);
+        assert!(unjudged.iter().all(|&v| v == 0.5));
+        // Once judged, it goes.
+        s.push_vad(&[0.1; 31]);
+        assert_eq!(s.unjudged_audio().len(), 16_000 - 31 * VAD_WINDOW);
+        assert_eq!(s.audio.len(), 16_000 - 31 * VAD_WINDOW);
+    }
+
+    #[test]
+    fn a_partial_that_heard_into_the_next_utterance_commits_only_its_own_words() {
+        // Found by the properties: a partial asked for while the VAD lagged heard the end
+        // of one utterance and the start of the next; taken whole as the first one's
+        // final, the next one's words were committed twice.
+        let mut s = StreamingAsr::new(StreamingConfig::default());
+        feed(&mut s, 1000, true);
+        s.push_audio(&vec![0.0; 16 * 1600]); // 600 ms of pause, 1 s of speech: unjudged
+        let r = s.poll_request().expect("a partial");
+        assert_eq!(r.ticket.kind, DecodeKind::Partial);
+        s.push_vad(&vec![0.05; vad_windows(600)]);
+        s.push_vad(&vec![0.9; vad_windows(1000)]);
+        // "hello" in the first utterance; "again" 1.7 s in, in the second.
+        let mut words = spoken("hello");
+        words.push(word("again", 1700, 1950));
+        let out = s.on_decoded(&r.ticket, words);
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert!(out[0].is_final && out[0].text() == "hello", "{out:?}");
+        // The second utterance's decode hears "again" and commits it, once.
+        s.end_stream();
+        let r = s.poll_request().unwrap();
+        assert_eq!(r.ticket.kind, DecodeKind::Final);
+        let start = r.ticket.start_ms;
+        let out = s.on_decoded(&r.ticket, vec![word("again", 1700 - start, 1950 - start)]);
+        assert_eq!((out[0].segment_id, out[0].text().as_str()), (1, "again"));
     }
 
     #[test]

@@ -8,14 +8,22 @@
 //! - [`translate`]: the `Translator` trait, Bergamot and Apertium behind it, routing by pair.
 //! - [`tts`]: the `Synthesizer` trait, Piper voices (ONNX Runtime) and espeak-ng behind it.
 //!
+//! Everything but [`asr`], [`audio`], [`resample`] and [`wav`] needs the default `engines`
+//! feature.
+//!
 //! Engines are synchronous and CPU-bound: callers run them on dedicated threads.
 
 pub mod asr;
 pub mod audio;
+#[cfg(feature = "engines")]
 pub mod registry;
 pub mod resample;
+#[cfg(feature = "engines")]
 pub mod translate;
+#[cfg(feature = "engines")]
 pub mod tts;
+#[cfg(feature = "engines")]
 pub mod vad;
 pub mod wav;
+#[cfg(feature = "engines")]
 pub mod whisper;

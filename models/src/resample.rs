@@ -260,3 +260,88 @@ mod tests {
         );
     }
 }
+
+/// Properties over arbitrary signals, rates and chunkings (proptest).
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn rate() -> impl Strategy<Value = u32> {
+        prop_oneof![
+            prop::sample::select(vec![8_000, 11_025, 16_000, 22_050, 32_000, 44_100, 48_000]),
+            1_000u32..=96_000,
+        ]
+    }
+
+    fn signal() -> impl Strategy<Value = Vec<f32>> {
+        prop::collection::vec(-1.0f32..=1.0, 0..2_500)
+    }
+
+    /// Cut `input` into pieces of the given lengths (cycled); the rest is one more piece.
+    fn pieces<'a>(input: &'a [f32], lengths: &[usize]) -> Vec<&'a [f32]> {
+        let mut out = Vec::new();
+        let mut rest = input;
+        for &n in lengths.iter().cycle() {
+            if rest.is_empty() {
+                break;
+            }
+            let (piece, tail) = rest.split_at(n.min(rest.len()));
+            out.push(piece);
+            rest = tail;
+        }
+        out
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+
+        /// Fed in any pieces (empty ones too), the stream gives bit for bit what the whole
+        /// signal at once gives, `ceil(n × to / from)` samples in all, and `resample` is
+        /// exactly that; its buffer never holds more than the kernel's reach.
+        #[test]
+        fn pieces_make_no_difference(
+            input in signal(),
+            from in rate(),
+            to in prop_oneof![Just(16_000u32), rate()],
+            lengths in prop::collection::vec(0usize..700, 1..8),
+        ) {
+            let mut whole = StreamResampler::new(from, to);
+            let mut expected = whole.process(&input);
+            expected.extend(whole.flush());
+
+            let mut r = StreamResampler::new(from, to);
+            let reach = (2.0 * r.half_width).ceil() as usize + 1;
+            let mut out = Vec::new();
+            for piece in pieces(&input, &lengths) {
+                out.extend(r.process(piece));
+                if from != to {
+                    prop_assert!(r.buffer.len() <= reach, "buffer {} > {reach}", r.buffer.len());
+                }
+                prop_assert_eq!(r.offset + r.buffer.len() as u64, r.received);
+            }
+            out.extend(r.flush());
+            prop_assert_eq!(out.len(), expected.len());
+            prop_assert!(
+                out.iter().zip(&expected).all(|(a, b)| a.to_bits() == b.to_bits()),
+                "pieces {:?} changed the output", lengths
+            );
+            let n = (input.len() as u64 * to as u64).div_ceil(from as u64) as usize;
+            prop_assert_eq!(out.len(), n);
+            prop_assert_eq!(resample(&input, from, to), out);
+        }
+
+        /// A constant (DC) signal keeps its level away from the edges, whatever the rates:
+        /// the kernel's weights sum to one, so no rate pair gains or loses level.
+        #[test]
+        fn dc_keeps_its_level(level in -1.0f32..=1.0, from in rate(), to in rate()) {
+            let n = from as usize / 10; // 100 ms
+            let out = resample(&vec![level; n], from, to);
+            let edge = out.len() / 4;
+            for (i, v) in out[edge..out.len() - edge].iter().enumerate() {
+                prop_assert!((v - level).abs() <= 2e-3, "sample {}: {} vs {}", i + edge, v, level);
+            }
+        }
+    }
+}

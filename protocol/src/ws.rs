@@ -63,10 +63,25 @@ fn default_true() -> bool {
     true
 }
 
+/// serde's errors quote the client's own strings (an unknown `type`, a field name), where
+/// JSON escapes may have put newlines or terminal control codes: escaped, the message
+/// stays one line in the reply and in the log.
+fn escape_controls(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    for c in message.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 impl ClientMessage {
     /// Parses one text frame; the error is a single line fit for an `invalid_message` reply.
     pub fn parse(text: &str) -> Result<ClientMessage, String> {
-        serde_json::from_str(text).map_err(|e| e.to_string())
+        serde_json::from_str(text).map_err(|e| escape_controls(&e.to_string()))
     }
 
     /// The `type` tag, for logs and metrics without serializing.
@@ -79,6 +94,16 @@ impl ClientMessage {
             ClientMessage::Ack { .. } => "ack",
         }
     }
+}
+
+/// Decodes the `audio_data` of an `audio_chunk` (standard base64, padded); the error is a
+/// single line fit for an `invalid_message` reply. The result is never longer than
+/// `audio_data.len() / 4 * 3` bytes, so a caller may bound a chunk's size before decoding it.
+pub fn decode_audio_data(audio_data: &str) -> Result<Vec<u8>, String> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD
+        .decode(audio_data.as_bytes())
+        .map_err(|e| format!("audio_data is not base64: {e}"))
 }
 
 /// How the stream's raw audio is laid out: interleaved little-endian samples.
@@ -623,6 +648,24 @@ mod tests {
     }
 
     #[test]
+    fn errors_quoting_client_strings_stay_one_line() {
+        // Found by fuzz/ (client_message): JSON escapes put a newline into the unknown
+        // variant that serde's error quotes.
+        let found = "{\n  \"type\": \"start_s\\ng\": \"tream\",\n  \"source_l\\ng\": \"en{\n\",\n  \"target_lao\"start_st{";
+        for text in [
+            found,
+            r#"{"type":"a\nb"}"#,
+            r#"{"type":"ping","x\r\ny":1}"#,
+            r#"{"type":"\u001b[31mred"}"#,
+        ] {
+            let err = ClientMessage::parse(text).unwrap_err();
+            assert!(!err.chars().any(char::is_control), "{text}: {err:?}");
+        }
+        let err = ClientMessage::parse(r#"{"type":"a\nb"}"#).unwrap_err();
+        assert!(err.starts_with("unknown variant `a\\nb`"), "{err}");
+    }
+
+    #[test]
     fn wrong_encoding_is_rejected() {
         let err = ClientMessage::parse(
             r#"{"type":"start_stream","source_lang":"en","audio_format":{"encoding":"pcm_s24le","sample_rate":16000,"channels":1}}"#,
@@ -657,6 +700,21 @@ mod tests {
             let value = serde_json::to_value(ServerMessage::error(code, "m")).unwrap();
             assert_eq!(value["code"], code.as_str());
             assert_eq!(value["retryable"], code.retryable());
+        }
+    }
+
+    #[test]
+    fn audio_data_is_standard_padded_base64() {
+        assert_eq!(decode_audio_data("AAABAAIA").unwrap(), [0, 0, 1, 0, 2, 0]);
+        assert_eq!(decode_audio_data("AAAAAA==").unwrap(), [0; 4]);
+        assert!(decode_audio_data("").unwrap().is_empty());
+        for bad in ["%%%", "AAAAAA", "AA-_AAAA", "AAAA\n"] {
+            let err = decode_audio_data(bad).unwrap_err();
+            assert!(
+                err.starts_with("audio_data is not base64: "),
+                "{bad}: {err}"
+            );
+            assert!(!err.contains('\n'), "{err}");
         }
     }
 

@@ -106,3 +106,94 @@ mod tests {
         );
     }
 }
+
+/// Properties over arbitrary formats and frames (proptest).
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+    use tolk_protocol::ws::{MAX_SAMPLE_RATE, MIN_SAMPLE_RATE};
+
+    use super::*;
+
+    fn format(rate: impl Strategy<Value = u32>) -> impl Strategy<Value = AudioFormat> {
+        (any::<bool>(), 1u16..=2, rate).prop_map(|(f32le, channels, sample_rate)| AudioFormat {
+            encoding: if f32le {
+                AudioEncoding::PcmF32le
+            } else {
+                AudioEncoding::PcmS16le
+            },
+            sample_rate,
+            channels,
+        })
+    }
+
+    fn frames() -> impl Strategy<Value = Vec<Vec<u8>>> {
+        prop::collection::vec(prop::collection::vec(any::<u8>(), 0..400), 1..12)
+    }
+
+    proptest! {
+        /// At 16 kHz nothing is resampled: a frame is refused exactly when it is not whole
+        /// sample frames, and otherwise gives exactly one sample per sample frame, in
+        /// [-1, 1], the channels' mean (for s16le, exactly).
+        #[test]
+        fn at_16k_a_frame_gives_one_sample_per_sample_frame(
+            format in format(Just(16_000)),
+            frames in frames(),
+        ) {
+            let mut d = FrameDecoder::new(format);
+            let size = format.frame_bytes();
+            for frame in &frames {
+                match d.decode(frame) {
+                    Ok(samples) => {
+                        prop_assert_eq!(frame.len() % size, 0);
+                        prop_assert_eq!(samples.len(), frame.len() / size);
+                        prop_assert!(samples.iter().all(|s| (-1.0..=1.0).contains(s)));
+                        if format.encoding == AudioEncoding::PcmS16le {
+                            for (s, bytes) in samples.iter().zip(frame.chunks_exact(size)) {
+                                let sum: i32 = bytes
+                                    .chunks_exact(2)
+                                    .map(|b| i32::from(i16::from_le_bytes([b[0], b[1]])))
+                                    .sum();
+                                let mean = sum as f32 / 32768.0 / f32::from(format.channels);
+                                prop_assert_eq!(*s, mean);
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        prop_assert_ne!(frame.len() % size, 0, "refused: {}", e);
+                        let names_the_size = e.contains(&format!("a frame of {} bytes", frame.len()));
+                        prop_assert!(names_the_size, "{}", e);
+                    }
+                }
+            }
+            prop_assert!(d.flush().is_empty());
+        }
+
+        /// At any accepted rate, the frames accepted give `ceil(n × 16000 / rate)` samples
+        /// with the flush, the same as the same bytes decoded as one frame; a refused frame
+        /// leaves no trace.
+        #[test]
+        fn frame_edges_leave_no_trace(
+            format in format(MIN_SAMPLE_RATE..=MAX_SAMPLE_RATE),
+            frames in frames(),
+        ) {
+            let mut d = FrameDecoder::new(format);
+            let mut out = Vec::new();
+            let mut accepted = Vec::new();
+            for frame in &frames {
+                if let Ok(samples) = d.decode(frame) {
+                    out.extend(samples);
+                    accepted.extend_from_slice(frame);
+                }
+            }
+            out.extend(d.flush());
+            let n = (accepted.len() / format.frame_bytes()) as u64;
+            let expected = (n * 16_000).div_ceil(u64::from(format.sample_rate));
+            prop_assert_eq!(out.len() as u64, expected);
+            let mut whole = FrameDecoder::new(format);
+            let mut at_once = whole.decode(&accepted).unwrap();
+            at_once.extend(whole.flush());
+            prop_assert!(out.iter().map(|s| s.to_bits()).eq(at_once.iter().map(|s| s.to_bits())));
+        }
+    }
+}

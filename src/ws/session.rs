@@ -19,7 +19,6 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use actix_web_actors::ws;
-use base64::Engine as _;
 use tolk_actors::engines::{AsrRequest, SpeakRequest, TranslateRequest, VadRequest};
 use tolk_actors::pool::{PoolError, Priority};
 use tolk_actors::streaming::{DecodeKind, DecodeRequest, SegmentUpdate};
@@ -391,15 +390,9 @@ impl Session {
                         format!("audio_chunk over {max} bytes of audio"),
                     );
                 }
-                match base64::engine::general_purpose::STANDARD.decode(audio_data.as_bytes()) {
+                match tolk_protocol::ws::decode_audio_data(&audio_data) {
                     Ok(bytes) => self.on_audio(&bytes, ctx),
-                    Err(e) => {
-                        return self.error(
-                            ctx,
-                            ErrorCode::InvalidMessage,
-                            format!("audio_data is not base64: {e}"),
-                        )
-                    }
+                    Err(e) => return self.error(ctx, ErrorCode::InvalidMessage, e),
                 }
                 if is_final {
                     self.end_stream(ctx);
