@@ -185,6 +185,25 @@ fn sanitize(v: f32) -> f32 {
 
 /// Decode a whole WAV file held in memory.
 pub fn decode(bytes: &[u8]) -> Result<Pcm, WavError> {
+    let (fmt, data) = locate(bytes)?;
+    Ok(Pcm {
+        sample_rate: fmt.sample_rate,
+        channels: fmt.channels,
+        samples: decode_samples(&fmt, &bytes[data]),
+    })
+}
+
+/// A WAV file's duration in seconds, from its header alone: lets a caller refuse audio
+/// that is too long before decoding (and resampling) it, which takes far more memory
+/// than the file.
+pub fn duration_seconds(bytes: &[u8]) -> Result<f64, WavError> {
+    let (fmt, data) = locate(bytes)?;
+    let frames = data.len() / fmt.block_align as usize;
+    Ok(frames as f64 / fmt.sample_rate as f64)
+}
+
+/// The format and the byte range of the whole sample frames of the data chunk.
+fn locate(bytes: &[u8]) -> Result<(Format, std::ops::Range<usize>), WavError> {
     if bytes.len() < 12 || &bytes[0..4] != b"RIFF" || &bytes[8..12] != b"WAVE" {
         return Err(WavError::NotWav);
     }
@@ -218,11 +237,7 @@ pub fn decode(bytes: &[u8]) -> Result<Pcm, WavError> {
                     });
                 }
                 let whole = size - size % fmt.block_align as usize;
-                return Ok(Pcm {
-                    sample_rate: fmt.sample_rate,
-                    channels: fmt.channels,
-                    samples: decode_samples(&fmt, &bytes[body_start..body_start + whole]),
-                });
+                return Ok((fmt, body_start..body_start + whole));
             }
             _ => {}
         }
@@ -261,6 +276,13 @@ pub fn encode_pcm16(samples: &[f32], sample_rate: u32, channels: u16) -> Vec<u8>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn duration_comes_from_the_header_without_decoding() {
+        let bytes = encode_pcm16(&vec![0.0; 3 * 24_000], 24_000, 2);
+        assert_eq!(duration_seconds(&bytes).unwrap(), 1.5);
+        assert!(duration_seconds(b"RIFF\0\0\0\0WAVE").is_err());
+    }
 
     fn write_with_hound(spec: hound::WavSpec, frames: usize, f: impl Fn(usize) -> f32) -> Vec<u8> {
         let mut cursor = std::io::Cursor::new(Vec::new());

@@ -488,13 +488,25 @@ async fn read_audio(
 
 /// Decode WAV bytes to 16 kHz mono, refusing clips over `max_seconds`.
 fn decode_audio(bytes: &[u8], max_seconds: f64) -> Result<Vec<f32>, ApiError> {
-    let audio = decode_wav(bytes).map_err(|e| match e {
+    let refuse = |e: WavError| match e {
         WavError::Unsupported(_) => ApiError::new(ErrorCode::UnsupportedAudioFormat, e.to_string()),
         _ => ApiError::new(
             ErrorCode::InvalidAudio,
             format!("the audio cannot be decoded: {e}"),
         ),
-    })?;
+    };
+    // From the header first: decoded and resampled to 16 kHz float, a long clip at a low
+    // rate takes many times its size in memory (an 8-bit 1 kHz file, 64×).
+    let seconds = tolk_models::wav::duration_seconds(bytes).map_err(refuse)?;
+    if seconds > max_seconds + 0.01 {
+        return Err(ApiError::new(
+            ErrorCode::AudioTooLong,
+            format!(
+                "the audio is {seconds:.1} s long; this endpoint takes at most {max_seconds} s"
+            ),
+        ));
+    }
+    let audio = decode_wav(bytes).map_err(refuse)?;
     let seconds = audio.samples.len() as f64 / SAMPLE_RATE as f64;
     if seconds > max_seconds {
         return Err(ApiError::new(
