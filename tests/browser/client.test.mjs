@@ -8,6 +8,7 @@ import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
 import { createInterface } from "node:readline";
+import { createServer, connect } from "node:net";
 import { mkdirSync, mkdtempSync, rmSync, existsSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
@@ -237,6 +238,78 @@ describe("browser client", () => {
       45,
     );
     await page.screenshot({ path: join(ARTIFACTS, "reconnected.png"), fullPage: true });
+    await page.click("#start");
+    await waitFor("Start again", async () => (await page.textContent("#start")) === "Start", 20);
+    assert.deepEqual(page.problems, []);
+    await page.context().close();
+  });
+});
+
+/** A TCP proxy to `addr` whose connections can all be cut at once: a network blip. */
+async function blippyProxy(addr) {
+  const [host, port] = [addr.slice(0, addr.lastIndexOf(":")), Number(addr.slice(addr.lastIndexOf(":") + 1))];
+  const live = new Set();
+  const proxy = createServer((client) => {
+    const upstream = connect(port, host);
+    for (const [a, b] of [[client, upstream], [upstream, client]]) {
+      a.pipe(b);
+      a.on("error", () => b.destroy());
+      a.on("close", () => b.destroy());
+      live.add(a);
+      a.on("close", () => live.delete(a));
+    }
+  });
+  await new Promise((r) => proxy.listen(0, "127.0.0.1", r));
+  return {
+    url: `http://127.0.0.1:${proxy.address().port}/`,
+    cut: () => {
+      for (const socket of live) socket.destroy();
+    },
+    close: () => proxy.close(),
+  };
+}
+
+describe("browser client through a network that drops", () => {
+  let server;
+  let browser;
+  let proxy;
+
+  before(async () => {
+    server = await serve("127.0.0.1:0");
+    proxy = await blippyProxy(server.addr);
+    browser = await launch();
+  });
+
+  after(async () => {
+    await browser?.close();
+    proxy?.close();
+    if (server) await kill(server);
+  });
+
+  test("a blip is resumed: the same stream goes on and no words are lost", async () => {
+    const page = await open(browser, proxy.url);
+    await page.waitForSelector("#start:not([disabled])");
+    await page.selectOption("#source-lang", "en");
+    await page.selectOption("#target-lang", "");
+    await page.click("#start");
+    await waitFor("committed words", async () => (await committed(page)).trim().length > 0, 30);
+
+    proxy.cut(); // both directions die without a WebSocket close
+    await waitFor("the reconnecting notice", async () => (await page.getAttribute("#status", "data-state")) === "reconnecting", 10, 50);
+    await waitFor("streaming again", async () => (await page.getAttribute("#status", "data-state")) === "streaming", 20);
+    assert.match(await page.textContent("#notice"), /Reconnected: the stream went on/);
+    // Words spoken after the blip arrive in the same stream (one paragraph, no gap mark).
+    const before = words(await committed(page)).length;
+    await waitFor(
+      "more committed words after the resume",
+      async () => words(await committed(page)).length > before + 5,
+      40,
+    );
+    assert.equal(await page.locator("#transcript p.stream").count(), 1, "one stream throughout");
+    assert.equal(await page.locator("#transcript .gap").count(), 0, "nothing was lost");
+    const heard = new Set(words(await committed(page)));
+    for (const w of ["fellow", "americans", "country"]) assert.ok(heard.has(w), `${w} missing: ${[...heard]}`);
+    await page.screenshot({ path: join(ARTIFACTS, "resumed.png"), fullPage: true });
     await page.click("#start");
     await waitFor("Start again", async () => (await page.textContent("#start")) === "Start", 20);
     assert.deepEqual(page.problems, []);
