@@ -65,6 +65,14 @@ pub struct ServeArgs {
     /// ASR worker threads, each decoding one window at a time (default: one per core).
     #[arg(long, env = "TOLK_ASR_WORKERS")]
     pub asr_workers: Option<usize>,
+    /// Where whisper runs: auto (the GPU when this build has CUDA and the machine a GPU),
+    /// cpu, or cuda:N. A GPU asked for and missing stops the server at start.
+    #[arg(long, env = "TOLK_ASR_DEVICE", default_value = "auto")]
+    pub asr_device: tolk_models::device::DeviceRequest,
+    /// Where the ONNX models (Silero VAD, Piper voices) run: auto, cpu or cuda:N; a GPU
+    /// needs ONNX Runtime's GPU build (PyPI onnxruntime-gpu) in the models directory.
+    #[arg(long, env = "TOLK_ONNX_DEVICE", default_value = "auto")]
+    pub onnx_device: tolk_models::device::DeviceRequest,
     /// CPU threads per ASR worker. Workers × threads should not exceed the cores.
     #[arg(long, env = "TOLK_ASR_THREADS", default_value_t = 1)]
     pub asr_threads: usize,
@@ -237,9 +245,16 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
 #[utoipa::path(get, path = "/api/v1/models", tag = "discovery",
     responses((status = 200, description = "Every installed model and runtime.", body = ModelsResponse)))]
 pub async fn models(state: web::Data<AppState>) -> HttpResponse {
+    let devices = state.streaming.as_ref().map_or_else(Default::default, |s| {
+        [("asr", s.devices.0), ("onnx", s.devices.1)]
+            .into_iter()
+            .map(|(k, d)| (k.to_string(), d.to_string()))
+            .collect()
+    });
     HttpResponse::Ok().json(ModelsResponse {
         models_dir: state.registry.dir.display().to_string(),
         models: state.registry.models.clone(),
+        devices,
     })
 }
 
@@ -532,8 +547,27 @@ fn start_streaming(args: &ServeArgs) -> Result<StreamServices, CommandError> {
     let workers = args.asr_workers.unwrap_or(cores).max(1);
     let path =
         resolve_whisper_model(&args.models_dir, &args.asr_model).map_err(CommandError::Config)?;
+    // Devices first: a GPU asked for and missing is a start-up error, before any loading.
+    let asr_device = tolk_models::device::choose(
+        "whisper",
+        args.asr_device,
+        &tolk_models::whisper::device_offer(),
+    )
+    .map_err(|e| CommandError::Config(e.to_string()))?;
+    init_onnxruntime(&args.models_dir).map_err(|e| CommandError::Config(e.to_string()))?;
+    let onnx_device = tolk_models::vad::use_onnx_device(args.onnx_device)
+        .map_err(|e| CommandError::Config(e.to_string()))?;
+    tracing::info!(
+        asr = %asr_device,
+        asr_requested = %args.asr_device,
+        onnx = %onnx_device,
+        onnx_requested = %args.onnx_device,
+        gpus = tolk_models::device::nvidia_gpus(),
+        "devices chosen"
+    );
     let config = WhisperConfig {
         threads: args.asr_threads.max(1),
+        device: asr_device,
         ..WhisperConfig::default()
     };
     let model = Arc::new(WhisperModel::load(&path, config)?);
@@ -564,7 +598,6 @@ fn start_streaming(args: &ServeArgs) -> Result<StreamServices, CommandError> {
                 .map(|w| AsrEngine(Box::new(w) as Box<dyn Recognizer>))
         })?
     };
-    init_onnxruntime(&args.models_dir).map_err(|e| CommandError::Config(e.to_string()))?;
     let vad_path = args.models_dir.join("vad/silero_vad.onnx");
     let vad: VadPool = Pool::start("vad", 1, capacity, move |_| {
         SileroVad::load(&vad_path).map(|v| VadEngine(Box::new(v) as Box<dyn VoiceDetector>))
@@ -617,6 +650,7 @@ fn start_streaming(args: &ServeArgs) -> Result<StreamServices, CommandError> {
             args.shutdown_timeout_seconds,
         ))),
         resumable: Default::default(),
+        devices: (asr_device, onnx_device),
     })
 }
 

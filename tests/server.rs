@@ -49,6 +49,31 @@ fn health_and_models_are_served() {
     let rss = server.metric("process_resident_memory_bytes");
     assert!(rss > 50e6, "resident {rss} bytes");
     assert_eq!(server.metric("tolk_asr_decodes_total{kind=\"final\"}"), 0.0);
+    // `auto` in a build without CUDA, with an ONNX Runtime without its CUDA provider.
+    assert_eq!(listing["devices"], json!({"asr": "cpu", "onnx": "cpu"}));
+}
+
+/// A GPU asked for and not there is an error at start that says what is missing, not a
+/// quiet fall-back to the CPU.
+#[test]
+fn a_gpu_that_cannot_be_had_stops_the_server_at_start() {
+    let (code, _, stderr) =
+        common::run(&["serve", "--bind", "127.0.0.1:0", "--asr-device", "cuda:0"]);
+    assert_ne!(code, 0);
+    assert!(
+        stderr.contains("whisper on cuda:0: this tolk was built without CUDA"),
+        "{stderr}"
+    );
+    let (code, _, stderr) =
+        common::run(&["serve", "--bind", "127.0.0.1:0", "--onnx-device", "cuda"]);
+    assert_ne!(code, 0);
+    assert!(
+        stderr.contains("onnxruntime on cuda:0: the ONNX Runtime library in the models directory has no CUDA provider"),
+        "{stderr}"
+    );
+    let (code, _, stderr) = common::run(&["serve", "--asr-device", "gpu"]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("unknown device 'gpu'"), "{stderr}");
 }
 
 /// A JFK stream translated and spoken moves every metric it should, and with

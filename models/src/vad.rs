@@ -9,10 +9,13 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock, PoisonError};
 
 use ort::environment::Environment;
+use ort::ep::ExecutionProvider as _;
+use ort::session::builder::SessionBuilder;
 use ort::session::Session;
 use ort::value::TensorRef;
 
 use crate::asr::SAMPLE_RATE;
+use crate::device::{choose, Device, DeviceError, DeviceRequest, Offer};
 
 /// Samples per VAD decision at 16 kHz: the only window Silero v5 accepts at that rate.
 pub const VAD_WINDOW: usize = 512;
@@ -124,6 +127,49 @@ pub fn init_onnxruntime(models_dir: &Path) -> Result<(), VadError> {
     Ok(())
 }
 
+/// The device ONNX Runtime sessions (VAD, Piper voices) run on: set once, by
+/// [`use_onnx_device`]; the CPU when it never was.
+static ORT_DEVICE: OnceLock<Device> = OnceLock::new();
+
+/// Choose where this process's ONNX models run ([`init_onnxruntime`] first). `cuda:N`
+/// needs a library with the CUDA provider (PyPI `onnxruntime-gpu`) and the GPU; `auto`
+/// takes it when both are there. The first call decides.
+pub fn use_onnx_device(request: DeviceRequest) -> Result<Device, DeviceError> {
+    let cuda = match ort::ep::CUDA::is_available() {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(
+            "the ONNX Runtime library in the models directory has no CUDA provider \
+             (the GPU build is PyPI's onnxruntime-gpu)"
+                .to_string(),
+        ),
+        Err(e) => Err(format!("ONNX Runtime cannot list its providers: {e}")),
+    };
+    let offer = Offer {
+        cuda,
+        gpus: crate::device::nvidia_gpus(),
+    };
+    let device = choose("onnxruntime", request, &offer)?;
+    Ok(*ORT_DEVICE.get_or_init(|| device))
+}
+
+/// The device [`use_onnx_device`] chose.
+pub fn onnx_device() -> Device {
+    ORT_DEVICE.get().copied().unwrap_or(Device::Cpu)
+}
+
+/// A session builder for this process's device: on a GPU, the CUDA provider, refusing to
+/// fall back to the CPU unnoticed.
+pub(crate) fn session_builder(environment: &Environment) -> ort::Result<SessionBuilder> {
+    let builder = Session::builder(environment)?;
+    match onnx_device() {
+        Device::Cpu => Ok(builder),
+        Device::Cuda(n) => Ok(builder.with_execution_providers([ort::ep::CUDA::default()
+            .with_device_id(n as i32)
+            .build()
+            .error_on_failure()])?),
+    }
+}
+
 /// The environment [`init_onnxruntime`] built, for this crate's other ONNX models (Piper
 /// voices): ort allows one environment per process, so they cannot build their own.
 pub(crate) fn onnxruntime_environment() -> Option<&'static Environment> {
@@ -173,7 +219,7 @@ impl SileroVad {
         })?;
         // A window takes ~0.15 ms on one core: thread hand-offs would cost about what they
         // save, and a pool already runs one detector per worker thread.
-        let session = Session::builder(environment)
+        let session = session_builder(environment)
             .and_then(|b| b.with_intra_threads(1).map_err(Into::into))
             .and_then(|b| b.with_inter_threads(1).map_err(Into::into))
             .and_then(|mut b| b.commit_from_file(path))

@@ -48,8 +48,27 @@ pub struct WhisperConfig {
     /// Encoder context: `None` fits it to each clip ([`fitted_audio_ctx`]); `Some(n)`
     /// forces `n` (0 = the model's full 30 s).
     pub audio_ctx: Option<i32>,
-    /// Use the GPU when whisper.cpp was built with one.
-    pub use_gpu: bool,
+    /// Run on this device; `Device::Cuda` needs the `cuda` build ([`CUDA_BUILD`]).
+    pub device: crate::device::Device,
+}
+
+/// Whether whisper.cpp was compiled with CUDA (the `cuda` feature).
+pub const CUDA_BUILD: bool = cfg!(feature = "cuda");
+
+/// What this build and machine offer whisper.cpp.
+pub fn device_offer() -> crate::device::Offer {
+    crate::device::Offer {
+        cuda: if CUDA_BUILD {
+            Ok(())
+        } else {
+            Err(
+                "this tolk was built without CUDA: build it with `--features cuda` where the \
+                 CUDA toolkit is installed"
+                    .into(),
+            )
+        },
+        gpus: crate::device::nvidia_gpus(),
+    }
 }
 
 impl Default for WhisperConfig {
@@ -57,7 +76,7 @@ impl Default for WhisperConfig {
         Self {
             threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
             audio_ctx: None,
-            use_gpu: false,
+            device: crate::device::Device::Cpu,
         }
     }
 }
@@ -88,7 +107,12 @@ impl WhisperModel {
             .to_str()
             .ok_or_else(|| load_error("path is not UTF-8".into()))?;
         let mut params = WhisperContextParameters::default();
-        params.use_gpu(config.use_gpu);
+        if let crate::device::Device::Cuda(n) = config.device {
+            params.use_gpu(true);
+            params.gpu_device(n as _);
+        } else {
+            params.use_gpu(false);
+        }
         let context = WhisperContext::new_with_params(path_str, params).map_err(|e| {
             load_error(format!(
                 "whisper.cpp rejected it ({e}); is it a ggml Whisper model?"

@@ -58,6 +58,10 @@ pub struct ModelsResponse {
     /// The directory models were read from.
     pub models_dir: String,
     pub models: Vec<ModelInfo>,
+    /// Where each engine family runs: `asr` (whisper.cpp) and `onnx` (Silero VAD, Piper
+    /// voices), `cpu` or `cuda:N`; empty when no models are loaded.
+    #[serde(default)]
+    pub devices: std::collections::BTreeMap<String, String>,
 }
 
 /// One language pair a server can translate, and how.

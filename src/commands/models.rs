@@ -12,6 +12,8 @@ pub fn run(args: ModelsArgs) -> Result<(), CommandError> {
         let body = ModelsResponse {
             models_dir: registry.dir.display().to_string(),
             models: registry.models,
+            // Nothing is loaded here: devices are the server's choice.
+            devices: Default::default(),
         };
         println!(
             "{}",

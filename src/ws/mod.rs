@@ -109,6 +109,8 @@ pub struct StreamServices {
     /// Sessions that can be resumed, by token: each with its caller (when auth is on),
     /// whom a resume must name again. At most one entry per open session.
     pub resumable: std::sync::Mutex<std::collections::HashMap<String, Resumable>>,
+    /// Where whisper and the ONNX models run (reported by `/api/v1/models`).
+    pub devices: (tolk_models::device::Device, tolk_models::device::Device),
 }
 
 #[derive(Clone)]
@@ -374,7 +376,9 @@ struct ResumeQuery {
 }
 
 /// Start the WebSocket. A browser sends its token as a `bearer.<token>` subprotocol next
-/// to `tolk.v1`; the handshake must then name one it offered.
+/// to `tolk.v1`; the handshake must then name one it offered. Both outcomes are responses
+/// (the error one goes to the client as it is): no point boxing it.
+#[allow(clippy::result_large_err)]
 fn upgrade(
     req: &HttpRequest,
     body: web::Payload,

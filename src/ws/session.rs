@@ -1059,10 +1059,10 @@ impl Handler<Incoming> for Session {
     type Result = ();
 
     fn handle(&mut self, incoming: Incoming, ctx: &mut Self::Context) {
-        if !self
+        if self
             .link
             .as_ref()
-            .is_some_and(|(n, _)| *n == incoming.attachment)
+            .is_none_or(|(n, _)| *n != incoming.attachment)
         {
             return; // from a connection a resume has replaced
         }

@@ -246,7 +246,7 @@ impl PiperVoice {
         let environment = crate::vad::onnxruntime_environment().ok_or_else(|| {
             load_error("ONNX Runtime is not initialised (call init_onnxruntime first)".into())
         })?;
-        let session = Session::builder(environment)
+        let session = crate::vad::session_builder(environment)
             .and_then(|b| b.with_intra_threads(threads.max(1)).map_err(Into::into))
             .and_then(|b| b.with_inter_threads(1).map_err(Into::into))
             .and_then(|mut b| b.commit_from_file(model))
