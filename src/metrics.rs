@@ -201,6 +201,19 @@ pub struct PoolView {
     pub stats: PoolStats,
 }
 
+impl PoolView {
+    /// Read a pool now, under its own name ("asr", "vad", "translate", "tts").
+    pub fn of<E: tolk_actors::pool::Engine>(pool: &tolk_actors::pool::Pool<E>) -> Self {
+        Self {
+            name: pool.name(),
+            queued: pool.queued(),
+            busy: pool.busy(),
+            workers: pool.workers(),
+            stats: pool.stats(),
+        }
+    }
+}
+
 pub fn pools(e: &mut Exposition, pools: &[PoolView]) {
     e.labelled(
         "tolk_pool_queue_depth",
@@ -252,14 +265,14 @@ pub fn pools(e: &mut Exposition, pools: &[PoolView]) {
             [(String::new(), &vad.stats.busy)],
         );
     }
-    if let Some(translation) = of("translation") {
+    if let Some(translation) = of("translate") {
         e.histogram(
             "tolk_translation_seconds",
             "Translation latency per segment: queue wait plus engine time.",
             [(String::new(), &translation.stats.latency)],
         );
     }
-    if let Some(speech) = of("speech") {
+    if let Some(speech) = of("tts") {
         e.histogram(
             "tolk_tts_seconds",
             "Speech synthesis latency per sentence: queue wait plus engine time.",

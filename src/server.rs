@@ -332,42 +332,11 @@ async fn metrics(state: web::Data<AppState>) -> HttpResponse {
             "ASR workers decoding now.",
             s.asr.busy(),
         );
-        let view = |name, queued, busy, workers, stats| PoolView {
-            name,
-            queued,
-            busy,
-            workers,
-            stats,
-        };
         let pools = [
-            view(
-                "asr",
-                s.asr.queued(),
-                s.asr.busy(),
-                s.asr.workers(),
-                s.asr.stats(),
-            ),
-            view(
-                "vad",
-                s.vad.queued(),
-                s.vad.busy(),
-                s.vad.workers(),
-                s.vad.stats(),
-            ),
-            view(
-                "translation",
-                s.translation.queued(),
-                s.translation.busy(),
-                s.translation.workers(),
-                s.translation.stats(),
-            ),
-            view(
-                "speech",
-                s.speech.queued(),
-                s.speech.busy(),
-                s.speech.workers(),
-                s.speech.stats(),
-            ),
+            PoolView::of(&s.asr),
+            PoolView::of(&s.vad),
+            PoolView::of(&s.translation),
+            PoolView::of(&s.speech),
         ];
         crate::metrics::pools(&mut e, &pools);
         let d = &s.decodes;

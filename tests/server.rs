@@ -148,7 +148,7 @@ fn metrics_move_with_a_real_stream_and_json_logs_name_the_session() {
         1.0
     );
     assert_eq!(m("tolk_pool_queue_depth{pool=\"asr\",lane=\"high\"}"), 0.0);
-    assert_eq!(m("tolk_pool_workers{pool=\"speech\"}"), 1.0);
+    assert_eq!(m("tolk_pool_workers{pool=\"tts\"}"), 1.0);
     let (status, _) = server.get("/api/v1/nothing-here");
     assert_eq!(status, 404);
     assert_eq!(m("tolk_errors_total{api=\"http\",code=\"not_found\"}"), 1.0);

@@ -63,6 +63,6 @@ fuzz_target!(|data: &[u8]| {
                 Err(e) => one_line("audio_format", &e, text),
             }
         }
-        ClientMessage::EndStream {} | ClientMessage::Ping { .. } => {}
+        ClientMessage::EndStream {} | ClientMessage::Ping { .. } | ClientMessage::Ack { .. } => {}
     }
 });
