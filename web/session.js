@@ -151,8 +151,9 @@ export class Session {
     return url.href;
   }
 
+  /** Send on the open connection; nothing while it is (re)connecting. */
   send(message) {
-    this.socket.send(JSON.stringify(message));
+    if (this.socket?.readyState === WebSocket.OPEN) this.socket.send(JSON.stringify(message));
   }
 
   sendStart() {
@@ -264,7 +265,9 @@ export class Session {
   pump() {
     clearTimeout(this.pumpTimer);
     this.pumpTimer = 0;
-    if (this.phase !== "streaming" || !this.socket) return;
+    // While detached the stream is open on the server but a new socket is still
+    // connecting: audio waits in the backlog until the session is resumed.
+    if (this.phase !== "streaming" || !this.opened || this.socket?.readyState !== WebSocket.OPEN) return;
     const factor = this.limits?.max_realtime_factor ?? 1;
     const allowance = factor * (performance.now() - this.readyAt) + this.bufferMs - HEADROOM_MS;
     while (this.backlog.length > 0 && this.socket.bufferedAmount < MAX_SOCKET_BUFFER) {
