@@ -169,6 +169,10 @@ pub struct WhisperArgs {
     /// with 2.56 s to spare (clips up to 27 s), which cuts the time for short clips.
     #[arg(long)]
     pub audio_ctx: Option<i32>,
+    /// Where whisper runs: auto (the GPU when this build has CUDA and the machine a GPU),
+    /// cpu, or cuda:N. A GPU asked for and missing is an error, not a fall-back.
+    #[arg(long, env = "TOLK_ASR_DEVICE", default_value = "auto")]
+    pub device: tolk_models::device::DeviceRequest,
 }
 
 #[derive(Debug, Args)]
@@ -244,6 +248,9 @@ pub struct BenchArgs {
     /// Encoder context (see `tolk transcribe --help`).
     #[arg(long)]
     pub audio_ctx: Option<i32>,
+    /// Where whisper runs: auto, cpu or cuda:N (as for `tolk transcribe`).
+    #[arg(long, env = "TOLK_ASR_DEVICE", default_value = "auto")]
+    pub device: tolk_models::device::DeviceRequest,
     /// Print one JSON object per model instead of a table.
     #[arg(long)]
     pub json: bool,

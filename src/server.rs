@@ -62,7 +62,8 @@ pub struct ServeArgs {
     /// base (BENCHMARKS.md).
     #[arg(long, env = "TOLK_ASR_MODEL", default_value = "base-q4_0")]
     pub asr_model: String,
-    /// ASR worker threads, each decoding one window at a time (default: one per core).
+    /// ASR worker threads, each decoding one window at a time (default: one per core; on a
+    /// GPU at least 4).
     #[arg(long, env = "TOLK_ASR_WORKERS")]
     pub asr_workers: Option<usize>,
     /// Where whisper runs: auto (the GPU when this build has CUDA and the machine a GPU),
@@ -76,6 +77,10 @@ pub struct ServeArgs {
     /// CPU threads per ASR worker. Workers × threads should not exceed the cores.
     #[arg(long, env = "TOLK_ASR_THREADS", default_value_t = 1)]
     pub asr_threads: usize,
+    /// Silero VAD worker threads (default: one per 4 cores, at least one). Every stream's
+    /// audio passes through them; a stream keeps its own VAD state, so any worker serves it.
+    #[arg(long, env = "TOLK_VAD_WORKERS")]
+    pub vad_workers: Option<usize>,
     /// Most concurrent WebSocket sessions.
     #[arg(long, env = "TOLK_MAX_SESSIONS", default_value_t = 64)]
     pub max_sessions: usize,
@@ -512,8 +517,6 @@ pub async fn request_id(
 
 /// Load the streaming models and start the pools.
 fn start_streaming(args: &ServeArgs) -> Result<StreamServices, CommandError> {
-    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let workers = args.asr_workers.unwrap_or(cores).max(1);
     let path =
         resolve_whisper_model(&args.models_dir, &args.asr_model).map_err(CommandError::Config)?;
     // Devices first: a GPU asked for and missing is a start-up error, before any loading.
@@ -534,6 +537,15 @@ fn start_streaming(args: &ServeArgs) -> Result<StreamServices, CommandError> {
         gpus = tolk_models::device::nvidia_gpus(),
         "devices chosen"
     );
+    // On the CPU a worker per core; on a GPU each worker is one more decoder state on the
+    // one loaded model (its own KV cache and CUDA stream), and the GPU interleaves their
+    // kernels, so there are at least 4 even on a small host (BENCHMARKS.md: GPU).
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let default_workers = match asr_device {
+        tolk_models::device::Device::Cpu => cores,
+        tolk_models::device::Device::Cuda(_) => cores.max(4),
+    };
+    let workers = args.asr_workers.unwrap_or(default_workers).max(1);
     let config = WhisperConfig {
         threads: args.asr_threads.max(1),
         device: asr_device,
@@ -568,7 +580,8 @@ fn start_streaming(args: &ServeArgs) -> Result<StreamServices, CommandError> {
         })?
     };
     let vad_path = args.models_dir.join("vad/silero_vad.onnx");
-    let vad: VadPool = Pool::start("vad", 1, capacity, move |_| {
+    let vad_workers = args.vad_workers.unwrap_or(cores / 4).max(1);
+    let vad: VadPool = Pool::start("vad", vad_workers, capacity, move |_| {
         SileroVad::load(&vad_path).map(|v| VadEngine(Box::new(v) as Box<dyn VoiceDetector>))
     })
     .map_err(|e| CommandError::Config(e.to_string()))?;
@@ -600,6 +613,8 @@ fn start_streaming(args: &ServeArgs) -> Result<StreamServices, CommandError> {
         model = model.name(),
         workers,
         threads = args.asr_threads,
+        device = %model.device(),
+        vad_workers,
         "ASR pool started"
     );
     Ok(StreamServices {

@@ -110,9 +110,29 @@ pub fn choose(
     }
 }
 
-/// NVIDIA GPUs the driver reports (one directory per GPU in /proc/driver/nvidia/gpus).
+/// NVIDIA GPUs on this machine: in a CUDA build, those the CUDA runtime can use; else
+/// those the driver lists (a directory per GPU in /proc/driver/nvidia/gpus, which some
+/// sandboxes do not show).
 pub fn nvidia_gpus() -> usize {
+    #[cfg(feature = "cuda")]
+    if let Some(n) = cuda_runtime_gpus() {
+        return n;
+    }
     std::fs::read_dir("/proc/driver/nvidia/gpus").map_or(0, |d| d.count())
+}
+
+/// The CUDA runtime's device count; `None` when it cannot tell (no driver, say).
+#[cfg(feature = "cuda")]
+fn cuda_runtime_gpus() -> Option<usize> {
+    // libcudart, which the `cuda` build links for whisper.cpp.
+    unsafe extern "C" {
+        fn cudaGetDeviceCount(count: *mut std::ffi::c_int) -> std::ffi::c_int;
+    }
+    let mut count: std::ffi::c_int = 0;
+    // SAFETY: the call writes one int through a valid pointer and returns a cudaError_t,
+    // 0 being cudaSuccess.
+    let status = unsafe { cudaGetDeviceCount(&mut count) };
+    (status == 0).then(|| count.max(0) as usize)
 }
 
 #[cfg(test)]

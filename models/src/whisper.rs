@@ -137,6 +137,11 @@ impl WhisperModel {
         &self.path
     }
 
+    /// Where this model runs.
+    pub fn device(&self) -> crate::device::Device {
+        self.config.device
+    }
+
     pub fn is_multilingual(&self) -> bool {
         self.multilingual
     }

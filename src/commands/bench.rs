@@ -17,6 +17,7 @@ use crate::cli::{BenchArgs, WhisperArgs};
 struct BenchResult {
     model: String,
     audio_s: f64,
+    device: String,
     threads: usize,
     runs_s: Vec<f64>,
     median_s: f64,
@@ -43,8 +44,8 @@ pub fn run(args: BenchArgs) -> Result<(), CommandError> {
             args.runs
         );
         println!(
-            "{:<14} {:>10} {:>8}  transcript",
-            "model", "median s", "RTF"
+            "{:<14} {:>7} {:>10} {:>8}  transcript",
+            "model", "device", "median s", "RTF"
         );
     }
     for name in &args.models {
@@ -53,6 +54,7 @@ pub fn run(args: BenchArgs) -> Result<(), CommandError> {
             language: args.language.clone(),
             threads: Some(args.threads),
             audio_ctx: args.audio_ctx,
+            device: args.device,
         };
         let model = load_model(&args.dir.models_dir, &whisper)?;
         let mut worker = model.worker()?;
@@ -69,6 +71,7 @@ pub fn run(args: BenchArgs) -> Result<(), CommandError> {
         let result = BenchResult {
             model: model.name().to_string(),
             audio_s,
+            device: model.device().to_string(),
             threads: args.threads,
             rtf: median_s / audio_s,
             median_s,
@@ -82,8 +85,8 @@ pub fn run(args: BenchArgs) -> Result<(), CommandError> {
             );
         } else {
             println!(
-                "{:<14} {:>10.3} {:>8.3}  {}",
-                result.model, result.median_s, result.rtf, result.transcript
+                "{:<14} {:>7} {:>10.3} {:>8.3}  {}",
+                result.model, result.device, result.median_s, result.rtf, result.transcript
             );
         }
     }

@@ -3,7 +3,8 @@
 use tolk_models::asr::{RecognizeOptions, Recognizer};
 use tolk_models::audio::read_wav;
 use tolk_models::registry::resolve_whisper_model;
-use tolk_models::whisper::{check_language, WhisperConfig, WhisperModel};
+use tolk_models::device::choose;
+use tolk_models::whisper::{check_language, device_offer, WhisperConfig, WhisperModel};
 
 use super::CommandError;
 use crate::cli::{TranscribeArgs, WhisperArgs};
@@ -38,8 +39,11 @@ pub fn language_option(language: &str) -> Result<Option<String>, CommandError> {
 
 pub fn load_model(dir: &std::path::Path, args: &WhisperArgs) -> Result<WhisperModel, CommandError> {
     let path = resolve_whisper_model(dir, &args.model).map_err(CommandError::Config)?;
+    let device = choose("whisper", args.device, &device_offer())
+        .map_err(|e| CommandError::Config(e.to_string()))?;
     let mut config = WhisperConfig {
         audio_ctx: args.audio_ctx,
+        device,
         ..WhisperConfig::default()
     };
     if let Some(threads) = args.threads {
