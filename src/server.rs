@@ -537,9 +537,9 @@ fn start_streaming(args: &ServeArgs) -> Result<StreamServices, CommandError> {
         gpus = tolk_models::device::nvidia_gpus(),
         "devices chosen"
     );
-    // On the CPU a worker per core; on a GPU each worker is one more decoder state on the
-    // one loaded model (its own KV cache and CUDA stream), and the GPU interleaves their
-    // kernels, so there are at least 4 even on a small host (BENCHMARKS.md: GPU).
+    // On the CPU a worker per core. On a GPU each worker is one more decoder state on the
+    // one loaded model (its own KV cache and ggml CUDA backend), so a small host still
+    // keeps several windows in flight; 4 is a guess until measured on a GPU.
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     let default_workers = match asr_device {
         tolk_models::device::Device::Cpu => cores,

@@ -242,6 +242,20 @@ fn bad_options_are_explained() {
         err.contains("no Whisper model 'large-v9'") && err.contains("base"),
         "{err}"
     );
+    let (code, _, err) = run(&["transcribe", jfk, "--device", "gpu"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("unknown device 'gpu'"), "{err}");
+    if !tolk_models::whisper::CUDA_BUILD {
+        // A GPU asked for is never a quiet fall-back to the CPU.
+        let (code, _, err) = run(&["transcribe", jfk, "--device", "cuda:0"]);
+        assert_eq!(code, 1);
+        assert!(
+            err.contains("whisper on cuda:0: this tolk was built without CUDA"),
+            "{err}"
+        );
+    }
+    let text = transcribe(&[jfk, "--model", "tiny.en", "--language", "en", "--device", "cpu"]);
+    assert_eq!(normalize(&text), JFK_WORDS);
 }
 
 #[test]
