@@ -254,7 +254,15 @@ fn bad_options_are_explained() {
             "{err}"
         );
     }
-    let text = transcribe(&[jfk, "--model", "tiny.en", "--language", "en", "--device", "cpu"]);
+    let text = transcribe(&[
+        jfk,
+        "--model",
+        "tiny.en",
+        "--language",
+        "en",
+        "--device",
+        "cpu",
+    ]);
     assert_eq!(normalize(&text), JFK_WORDS);
 }
 

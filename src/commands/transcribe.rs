@@ -2,8 +2,8 @@
 
 use tolk_models::asr::{RecognizeOptions, Recognizer};
 use tolk_models::audio::read_wav;
-use tolk_models::registry::resolve_whisper_model;
 use tolk_models::device::choose;
+use tolk_models::registry::resolve_whisper_model;
 use tolk_models::whisper::{check_language, device_offer, WhisperConfig, WhisperModel};
 
 use super::CommandError;
